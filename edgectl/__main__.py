@@ -1,0 +1,5 @@
+"""`python -m edgectl`."""
+
+from edgectl.cli.main import run
+
+run()

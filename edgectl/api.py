@@ -1,0 +1,201 @@
+"""The Python API: everything the CLI can do, for scripts that import edgectl.
+
+    from edgectl import Fleet
+    fleet = Fleet()                       # EDGECTL_HOME or the platform default
+    for node in fleet.nodes("@cameras,&arch=arm64"):
+        print(node.name, node.host)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgectl.errors import NotFoundError, ValidationError
+from edgectl.inventory.model import (
+    DEFAULT_PORT,
+    DEFAULT_WORKDIR,
+    SETTABLE_FIELDS,
+    Node,
+    check_host,
+    check_name,
+    check_path,
+    check_port,
+    check_user,
+    parse_label,
+)
+from edgectl.inventory.repository import Inventory
+from edgectl.inventory.selectors import Facts, parse_selector
+from edgectl.store import Store
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: how many nodes were read, added and replaced."""
+
+    path: str
+    format: str
+    read: int
+    added: int
+    replaced: int
+
+
+class Fleet:
+    """One EDGECTL_HOME: its inventory, and later its facts and jobs."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.store = Store(home)
+        self.inventory = Inventory(self.store)
+
+    @property
+    def home(self) -> Path:
+        """The directory holding this fleet's data files."""
+        return self.store.home
+
+    def facts(self) -> Facts:
+        """Latest facts per node name (empty until nodes are probed)."""
+        return {}
+
+    def nodes(self, selector: str | Sequence[str] = "all", allow_empty: bool = False) -> list[Node]:
+        """The nodes a selector picks; matching nothing is an error unless `allow_empty`."""
+        text = selector if isinstance(selector, str) else ",".join(selector)
+        parsed = parse_selector(text)
+        needs_facts = any(t.atom.kind == "key" for t in parsed.terms)
+        chosen = parsed.select(self.inventory.nodes(), self.facts() if needs_facts else None)
+        if not chosen and not allow_empty:
+            raise NotFoundError(f"selector {text!r} matches no node (use --allow-empty to accept that)")
+        return chosen
+
+    def node(self, name: str) -> Node:
+        """One node by exact name."""
+        return self.inventory.get(name)
+
+    def add_node(
+        self,
+        name: str,
+        host: str,
+        port: int = DEFAULT_PORT,
+        user: str | None = None,
+        key: str | None = None,
+        groups: Iterable[str] = (),
+        labels: Mapping[str, str] | Iterable[str] = (),
+        workdir: str = DEFAULT_WORKDIR,
+        connection: str = "ssh",
+    ) -> Node:
+        """Add one node; its name must be free."""
+        node = Node(
+            name=name,
+            host=host,
+            port=port,
+            user=user,
+            key=key,
+            groups=list(groups),
+            labels=_labels(labels),
+            workdir=workdir,
+            connection=connection,
+        )
+        self.inventory.add([node])
+        return node
+
+    def add_nodes(self, nodes: Sequence[Node], replace: bool = False) -> tuple[int, int]:
+        """Add many nodes in one write. Returns (added, replaced)."""
+        return self.inventory.add(nodes, replace=replace)
+
+    def remove_nodes(self, names: Iterable[str]) -> list[str]:
+        """Remove nodes by exact name; all must exist, else nothing is removed."""
+        names = list(names)
+        for name in names:
+            check_name(name)
+        return self.inventory.remove(names)
+
+    def set_fields(self, name: str, assignments: Mapping[str, str]) -> Node:
+        """Change connection fields of one node (host, port, user, key, workdir)."""
+        unknown = [k for k in assignments if k not in SETTABLE_FIELDS]
+        if unknown:
+            raise ValidationError(
+                f"cannot set {', '.join(unknown)}: settable fields are {', '.join(SETTABLE_FIELDS)}"
+            )
+        values: dict[str, Any] = {}
+        for field, value in assignments.items():
+            if field in ("user", "key") and value == "":
+                values[field] = None  # `user=` clears it: back to ssh config / defaults
+            else:
+                values[field] = _check_field(field, value)
+
+        def change(node: Node) -> None:
+            for field, value in values.items():
+                setattr(node, field, value)
+
+        return self.inventory.update(name, change)
+
+    def label(
+        self, selector: str, assignments: Mapping[str, str] | Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> list[Node]:
+        """Set and remove labels on the nodes a selector picks, in one write."""
+        new = _labels(assignments)
+        gone = list(remove)
+        names = [n.name for n in self.nodes(selector)]
+
+        def change(node: Node) -> None:
+            node.labels.update(new)
+            for key in gone:
+                node.labels.pop(key, None)
+
+        return self.inventory.update_many(names, change)
+
+    def group(self, selector: str, groups: Iterable[str], remove: bool = False) -> list[Node]:
+        """Add the nodes a selector picks to groups (or take them out), in one write."""
+        wanted = [check_name(g, "group name") for g in groups]
+        names = [n.name for n in self.nodes(selector)]
+
+        def change(node: Node) -> None:
+            if remove:
+                node.groups = [g for g in node.groups if g not in wanted]
+            else:
+                node.groups = [*node.groups, *wanted]
+
+        return self.inventory.update_many(names, change)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every group name with its member nodes."""
+        members: dict[str, list[str]] = {}
+        for node in self.inventory.nodes():
+            for group in node.groups:
+                members.setdefault(group, []).append(node.name)
+        return dict(sorted(members.items()))
+
+    def import_file(
+        self, path: str, format: str = "auto", group: str | None = None, replace: bool = False
+    ) -> ImportReport:
+        """Import an inventory file in one write; a bad line imports nothing."""
+        from edgectl.inventory.formats import detect_format, load_nodes
+
+        nodes = load_nodes(path, format, group)
+        used = format if format != "auto" else detect_format(path, Path(path).read_text("utf-8"))
+        added, replaced = self.inventory.add(nodes, replace=replace)
+        return ImportReport(path=path, format=used, read=len(nodes), added=added, replaced=replaced)
+
+    def export(self, format: str = "toml", selector: str = "all") -> str:
+        """The selected nodes as text in an import format (toml, csv or json)."""
+        from edgectl.inventory.formats import dump_nodes
+
+        return dump_nodes(self.nodes(selector, allow_empty=True), format)
+
+
+def _labels(labels: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
+    if isinstance(labels, Mapping):
+        return dict(labels)
+    return dict(parse_label(text) for text in labels)
+
+
+def _check_field(field: str, value: str) -> Any:
+    if field == "host":
+        return check_host(value)
+    if field == "port":
+        return check_port(value)
+    if field == "user":
+        return check_user(value)
+    return check_path(value, "key path" if field == "key" else field)

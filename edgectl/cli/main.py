@@ -1,0 +1,105 @@
+"""The `edgectl` program: `main(args, env) -> ExitStatus`, so tests run it in-process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+
+from edgectl import __version__
+from edgectl.cli import inventory as inventory_cli
+from edgectl.cli import store as store_cli
+from edgectl.cli.context import Environment
+from edgectl.cli.render import error
+from edgectl.cli.state import State
+from edgectl.errors import EdgectlError
+from edgectl.status import ExitStatus
+
+app = typer.Typer(
+    name="edgectl",
+    help="Agentless command-line toolkit and SSH fleet manager for edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(inventory_cli.app, name="inventory")
+app.add_typer(store_cli.app, name="store")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: str | None = typer.Option(
+        None,
+        "--home",
+        help="Data directory (default: $EDGECTL_HOME, else the platform's user data dir).",
+        metavar="DIR",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Agentless command-line toolkit and SSH fleet manager for edge devices."""
+    state = ctx.ensure_object(State)
+    if home:
+        state.env.home = home
+
+
+def main(args: Sequence[str] | None = None, env: Environment | None = None) -> ExitStatus:
+    """Run one command line; return its exit status instead of exiting."""
+    env = env or Environment()
+    state = State(env)
+    try:
+        result: Any = app(
+            args=list(sys.argv[1:] if args is None else args),
+            prog_name="edgectl",
+            standalone_mode=False,
+            obj=state,
+        )
+    except EdgectlError as exc:
+        error(env, str(exc))
+        return exc.exit_status
+    except KeyboardInterrupt:
+        error(env, "interrupted")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        return ExitStatus.OK  # `edgectl ... | head` closed the pipe: not our failure
+    except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is not None and hasattr(exc, "format_message"):  # click's usage errors
+            error(env, f"{exc.format_message()} (see: edgectl {_command_path(exc)}--help)")
+            return ExitStatus(code) if code in ExitStatus._value2member_map_ else ExitStatus.USAGE
+        if type(exc).__name__ == "Abort":
+            error(env, "aborted")
+            return ExitStatus.INTERRUPTED
+        raise
+    if isinstance(result, int) and result in ExitStatus._value2member_map_:
+        return ExitStatus(result)
+    return state.exit_status
+
+
+def _command_path(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") or ""
+    words = path.split()[1:]
+    return " ".join(words) + " " if words else ""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that does not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(int(status))

@@ -1,0 +1,63 @@
+"""All output formatting: rich tables on a terminal, plain columns in pipes, JSON for scripts.
+
+rich is imported here only, and only when a terminal table is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from edgectl.cli.context import Environment
+
+
+def emit_json(env: Environment, document: Any) -> None:
+    """Print one JSON document on stdout and nothing else."""
+    env.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def line(env: Environment, text: str = "") -> None:
+    """Print one line on stdout."""
+    env.stdout.write(text + "\n")
+
+
+def note(env: Environment, text: str) -> None:
+    """A message for a person, on stderr so that stdout stays clean for pipes."""
+    env.stderr.write(text + "\n")
+
+
+def error(env: Environment, text: str) -> None:
+    """The one line a failing command prints."""
+    first = text.strip().splitlines()[0] if text.strip() else "failed"
+    env.stderr.write(f"edgectl: error: {first}\n")
+
+
+def table(env: Environment, headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A table: drawn by rich on a terminal, aligned plain columns otherwise (never truncated)."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if env.stdout_isatty:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=env.stdout, no_color=not env.colour, highlight=False)
+        grid = Table(title=title, header_style="bold" if env.colour else None, box=None, pad_edge=False)
+        for header in headers:
+            grid.add_column(header, overflow="fold")
+        for row in cells:
+            grid.add_row(*row)
+        console.print(grid)
+        return
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    for row in [list(headers), *cells]:
+        env.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:
+    """`key: value` lines, aligned."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        shown = "-" if value in (None, "", [], {}) else value
+        env.stdout.write(f"{key.ljust(width)}  {shown}\n")
