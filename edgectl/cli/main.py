@@ -14,7 +14,7 @@ from edgectl.cli import inventory as inventory_cli
 from edgectl.cli import store as store_cli
 from edgectl.cli.context import Environment
 from edgectl.cli.render import error
-from edgectl.cli.state import State
+from edgectl.cli.state import State, get_state
 from edgectl.errors import EdgectlError
 from edgectl.status import ExitStatus
 
@@ -29,9 +29,9 @@ app.add_typer(inventory_cli.app, name="inventory")
 app.add_typer(store_cli.app, name="store")
 
 
-def _version(value: bool) -> None:
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        typer.echo(f"edgectl {__version__}")
+        get_state(ctx).env.stdout.write(f"edgectl {__version__}\n")
         raise typer.Exit()
 
 
