@@ -107,7 +107,7 @@ class Store:
             problem = "the file is empty"
         else:
             try:
-                data = json.loads(raw)
+                data = json.loads(raw.decode("utf-8"))
             except json.JSONDecodeError as exc:
                 problem = _describe_json_error(exc, raw)
             except UnicodeDecodeError:
