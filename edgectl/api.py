@@ -1,9 +1,9 @@
 """The Python API: everything the CLI can do, for scripts that import edgectl.
 
-    from edgectl import Fleet
-    fleet = Fleet()                       # EDGECTL_HOME or the platform default
-    for node in fleet.nodes("@cameras,&arch=arm64"):
-        print(node.name, node.host)
+from edgectl import Fleet
+fleet = Fleet()                       # EDGECTL_HOME or the platform default
+for node in fleet.nodes("@cameras,&arch=arm64"):
+    print(node.name, node.host)
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class Fleet:
         needs_facts = any(t.atom.kind == "key" for t in parsed.terms)
         chosen = parsed.select(self.inventory.nodes(), self.facts() if needs_facts else None)
         if not chosen and not allow_empty:
-            raise NotFoundError(f"selector {text!r} matches no node (use --allow-empty to accept that)")
+            raise NotFoundError(
+                f"selector {text!r} matches no node (use --allow-empty to accept that)"
+            )
         return chosen
 
     def node(self, name: str) -> Node:
@@ -132,7 +134,10 @@ class Fleet:
         return self.inventory.update(name, change)
 
     def label(
-        self, selector: str, assignments: Mapping[str, str] | Iterable[str] = (), remove: Iterable[str] = ()
+        self,
+        selector: str,
+        assignments: Mapping[str, str] | Iterable[str] = (),
+        remove: Iterable[str] = (),
     ) -> list[Node]:
         """Set and remove labels on the nodes a selector picks, in one write."""
         new = _labels(assignments)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgectl.errors import StoreError
 
@@ -162,7 +162,7 @@ class Store:
             seeded = not self.path(name).exists()
             db = TinyDB(storage=_MemoryStorage, data=data)
             yield db
-            storage = db.storage
+            storage = cast(_MemoryStorage, db.storage)
             if storage.dirty or seeded:
                 self.write(name, storage.data)
 
@@ -201,7 +201,9 @@ class Store:
             except OSError:
                 pass
             reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise StoreError(f"cannot write {path}: {reason}; the previous state is unchanged") from exc
+            raise StoreError(
+                f"cannot write {path}: {reason}; the previous state is unchanged"
+            ) from exc
 
     def _keep_backup(self, name: str) -> None:
         """Make `.bak` a hard link to the current (good) file, replacing the older backup."""
@@ -225,7 +227,9 @@ class Store:
             try:
                 self._check(name, raw)
             except StoreError:
-                raise StoreError(f"the backup {backup} is unreadable too; nothing was changed") from None
+                raise StoreError(
+                    f"the backup {backup} is unreadable too; nothing was changed"
+                ) from None
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as handle:
                 handle.write(raw)

@@ -34,14 +34,38 @@ def test_fresh_home_lists_the_local_node(home: Path) -> None:
 
 
 def test_add_show_list_json_shapes(home: Path) -> None:
-    _add(home, "cam-01", "--host", "192.0.2.11", "--port", "2222", "--user", "edge",
-         "--key", "~/.ssh/edge", "-g", "cameras", "--group", "shanghai",
-         "-l", "arch=arm64", "--label", "site=shanghai", "--workdir", "/srv/edge")
+    _add(
+        home,
+        "cam-01",
+        "--host",
+        "192.0.2.11",
+        "--port",
+        "2222",
+        "--user",
+        "edge",
+        "--key",
+        "~/.ssh/edge",
+        "-g",
+        "cameras",
+        "--group",
+        "shanghai",
+        "-l",
+        "arch=arm64",
+        "--label",
+        "site=shanghai",
+        "--workdir",
+        "/srv/edge",
+    )
     shown = run_cli(home, "inventory", "show", "cam-01", "--json").json
     assert shown == {
-        "name": "cam-01", "host": "192.0.2.11", "port": 2222, "user": "edge",
-        "key": "~/.ssh/edge", "groups": ["cameras", "shanghai"],
-        "labels": {"arch": "arm64", "site": "shanghai"}, "workdir": "/srv/edge",
+        "name": "cam-01",
+        "host": "192.0.2.11",
+        "port": 2222,
+        "user": "edge",
+        "key": "~/.ssh/edge",
+        "groups": ["cameras", "shanghai"],
+        "labels": {"arch": "arm64", "site": "shanghai"},
+        "workdir": "/srv/edge",
         "connection": "ssh",
     }
     listed = run_cli(home, "inventory", "list", "@cameras", "--json").json
@@ -109,17 +133,30 @@ def test_selector_matching_nothing_is_an_error_unless_allowed(home: Path) -> Non
 def test_set_label_group_rm(home: Path) -> None:
     _add(home, "a", "--host", "192.0.2.1", "-g", "g1")
     _add(home, "b", "--host", "192.0.2.2", "-g", "g1")
-    assert run_cli(home, "inventory", "set", "a", "host=edge-a.example", "port=2200", "user=root").exit_status == 0
+    assert (
+        run_cli(
+            home, "inventory", "set", "a", "host=edge-a.example", "port=2200", "user=root"
+        ).exit_status
+        == 0
+    )
     assert run_cli(home, "inventory", "label", "@g1", "site=x", "tier=1").exit_status == 0
     assert run_cli(home, "inventory", "label", "b", "--remove", "tier").exit_status == 0
     assert run_cli(home, "inventory", "group", "a", "g2", "g3").exit_status == 0
     assert run_cli(home, "inventory", "group", "a", "g1", "--remove").exit_status == 0
     nodes = {n["name"]: n for n in run_cli(home, "inventory", "list", "--json").json}
-    assert (nodes["a"]["host"], nodes["a"]["port"], nodes["a"]["user"]) == ("edge-a.example", 2200, "root")
+    assert (nodes["a"]["host"], nodes["a"]["port"], nodes["a"]["user"]) == (
+        "edge-a.example",
+        2200,
+        "root",
+    )
     assert nodes["a"]["labels"] == {"site": "x", "tier": "1"}
     assert nodes["b"]["labels"] == {"site": "x"}
     assert nodes["a"]["groups"] == ["g2", "g3"]
-    assert run_cli(home, "inventory", "groups", "--json").json == {"g1": ["b"], "g2": ["a"], "g3": ["a"]}
+    assert run_cli(home, "inventory", "groups", "--json").json == {
+        "g1": ["b"],
+        "g2": ["a"],
+        "g3": ["a"],
+    }
     assert run_cli(home, "inventory", "set", "a", "user=").exit_status == 0
     assert run_cli(home, "inventory", "show", "a", "--json").json["user"] is None
 
@@ -138,7 +175,9 @@ def test_unknown_command_and_option_are_usage_errors(home: Path) -> None:
 
 
 def test_version_and_module_entry_point() -> None:
-    out = subprocess.run([sys.executable, "-m", "edgectl", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "edgectl", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("edgectl ")
 
 
@@ -147,7 +186,8 @@ def test_home_from_environment(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "edgectl", "inventory", "add", "a", "--host", "192.0.2.1"],
         env={"EDGECTL_HOME": str(env_home), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert (env_home / "inventory.json").exists()

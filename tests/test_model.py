@@ -72,7 +72,9 @@ def test_good_values_are_normalised(field: str, value: object, stored: object) -
 
 
 def test_round_trip_through_dict() -> None:
-    node = Node(name="a", host="192.0.2.1", port=2200, user="u", key="/k", groups=["g"], labels={"k": "v"})
+    node = Node(
+        name="a", host="192.0.2.1", port=2200, user="u", key="/k", groups=["g"], labels={"k": "v"}
+    )
     assert Node.from_dict(node.to_dict()) == node
 
 

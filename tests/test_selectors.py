@@ -25,7 +25,12 @@ NODES = [
 FACTS = {
     "cam-01": {"load1": 0.2, "tesseract": "5.3.0", "tesseract_langs": ["eng", "osd"], "cores": 4},
     "cam-02": {"load1": 1.5, "tesseract": None, "tesseract_langs": [], "cores": 4},
-    "gw-01": {"load1": 0.4, "tesseract": "5.3.0", "tesseract_langs": ["eng", "chi_sim"], "cores": 2},
+    "gw-01": {
+        "load1": 0.4,
+        "tesseract": "5.3.0",
+        "tesseract_langs": ["eng", "chi_sim"],
+        "cores": 2,
+    },
 }
 
 CASES = [

@@ -15,7 +15,10 @@ HEAVY = ["asyncssh", "fabric", "paramiko", "PIL", "pytesseract", "rich", "tinydb
 def _modules_after(code: str, home: Path) -> set[str]:
     script = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env={"EDGECTL_HOME": str(home)}
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"EDGECTL_HOME": str(home)},
     )
     assert proc.returncode == 0, proc.stderr
     return set(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -38,7 +38,19 @@ def complete_selector(incomplete: str) -> list[str]:
     if term.startswith("@"):
         found = ["@" + g for g in complete_group(term[1:])]
     else:
-        found = [*complete_node(term), *("@" + g for g in complete_group(term))]
+        found = complete_node(term)
+        if not term:
+            found += ["@" + g for g in complete_group("")]
         if "all".startswith(term) and not mark:
             found.insert(0, "all")
     return [prefix + mark + f for f in found]
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_script(shell: str) -> str:
+    """The completion script of a shell; it asks edgectl itself for candidates at each TAB."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name="edgectl", complete_var="_EDGECTL_COMPLETE", shell=shell) + "\n"

@@ -15,7 +15,9 @@ from edgectl.inventory.model import DEFAULT_PORT, DEFAULT_WORKDIR, Node
 app = typer.Typer(help="Nodes, groups and labels: add, list, import, export.", no_args_is_help=True)
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
-ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="A selector matching nothing is not an error.")
+ALLOW_EMPTY = typer.Option(
+    False, "--allow-empty", help="A selector matching nothing is not an error."
+)
 
 
 def _row(node: Node) -> list[str]:
@@ -35,7 +37,9 @@ def _print_nodes(ctx: typer.Context, nodes: list[Node], as_json: bool) -> None:
     if as_json:
         render.emit_json(env, [n.to_dict() for n in nodes])
     else:
-        render.table(env, ["NAME", "HOST", "PORT", "USER", "GROUPS", "LABELS"], [_row(n) for n in nodes])
+        render.table(
+            env, ["NAME", "HOST", "PORT", "USER", "GROUPS", "LABELS"], [_row(n) for n in nodes]
+        )
 
 
 @app.command("list")
@@ -78,9 +82,13 @@ def add(
     port: int = typer.Option(DEFAULT_PORT, "--port", help="SSH port."),
     user: str | None = typer.Option(None, "--user", help="Login user (default: ssh config)."),
     key: str | None = typer.Option(None, "--key", help="Private key file."),
-    group: list[str] = typer.Option([], "--group", "-g", help="Group (repeatable).", autocompletion=complete_group),
+    group: list[str] = typer.Option(
+        [], "--group", "-g", help="Group (repeatable).", autocompletion=complete_group
+    ),
     label: list[str] = typer.Option([], "--label", "-l", help="Label key=value (repeatable)."),
-    workdir: str = typer.Option(DEFAULT_WORKDIR, "--workdir", help="Working directory on the node."),
+    workdir: str = typer.Option(
+        DEFAULT_WORKDIR, "--workdir", help="Working directory on the node."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Add a node."""
@@ -119,7 +127,9 @@ def _assignments(pairs: list[str], what: str) -> dict[str, str]:
 def set_fields(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Node name.", autocompletion=complete_node),
-    assignments: list[str] = typer.Argument(..., help="field=value: host, port, user, key, workdir."),
+    assignments: list[str] = typer.Argument(
+        ..., help="field=value: host, port, user, key, workdir."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Change connection fields of a node."""
@@ -134,9 +144,13 @@ def set_fields(
 @app.command()
 def label(
     ctx: typer.Context,
-    selector: str = typer.Argument(..., help="Node name or selector.", autocompletion=complete_selector),
+    selector: str = typer.Argument(
+        ..., help="Node name or selector.", autocompletion=complete_selector
+    ),
     labels: list[str] | None = typer.Argument(None, help="key=value to set."),
-    remove: list[str] = typer.Option([], "--remove", "-r", help="Label key to remove (repeatable)."),
+    remove: list[str] = typer.Option(
+        [], "--remove", "-r", help="Label key to remove (repeatable)."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Set or remove labels on a node (or every node a selector picks)."""
@@ -153,7 +167,9 @@ def label(
 @app.command()
 def group(
     ctx: typer.Context,
-    selector: str = typer.Argument(..., help="Node name or selector.", autocompletion=complete_selector),
+    selector: str = typer.Argument(
+        ..., help="Node name or selector.", autocompletion=complete_selector
+    ),
     groups: list[str] = typer.Argument(..., help="Group names.", autocompletion=complete_group),
     remove: bool = typer.Option(False, "--remove", "-r", help="Take the nodes out of the groups."),
     as_json: bool = JSON,
@@ -187,8 +203,12 @@ def import_file(
     format: str = typer.Option(
         "auto", "--format", "-f", help="auto, toml, csv, ansible, ssh-config or json."
     ),
-    group: str | None = typer.Option(None, "--group", "-g", help="Also put every imported node in this group."),
-    replace: bool = typer.Option(False, "--replace", help="Overwrite nodes whose names exist already."),
+    group: str | None = typer.Option(
+        None, "--group", "-g", help="Also put every imported node in this group."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Overwrite nodes whose names exist already."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Import nodes from a file, all in one write: a bad line imports nothing."""
@@ -207,9 +227,13 @@ def import_file(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    selector: list[str] | None = typer.Argument(None, help="Which nodes (default: all).", autocompletion=complete_selector),
+    selector: list[str] | None = typer.Argument(
+        None, help="Which nodes (default: all).", autocompletion=complete_selector
+    ),
     format: str = typer.Option("toml", "--format", "-f", help="toml, csv or json."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write to a file instead of stdout."
+    ),
 ) -> None:
     """Print the inventory in a format that `inventory import` reads back."""
     state = get_state(ctx)

@@ -12,10 +12,11 @@ import typer
 from edgectl import __version__
 from edgectl.cli import inventory as inventory_cli
 from edgectl.cli import store as store_cli
+from edgectl.cli.completion import SHELLS, completion_script
 from edgectl.cli.context import Environment
 from edgectl.cli.render import error
 from edgectl.cli.state import State, get_state
-from edgectl.errors import EdgectlError
+from edgectl.errors import EdgectlError, UsageError
 from edgectl.status import ExitStatus
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     help="Agentless command-line toolkit and SSH fleet manager for edge devices.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,  # `edgectl completion SHELL` prints the scripts instead of editing rc files
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(inventory_cli.app, name="inventory")
@@ -54,10 +56,27 @@ def root(
         state.env.home = home
 
 
+@app.command()
+def completion(
+    ctx: typer.Context,
+    shell: str = typer.Argument(..., help="bash, zsh or fish."),
+) -> None:
+    """Print the shell completion script (also shipped in completions/)."""
+    if shell not in SHELLS:
+        raise UsageError(f"unknown shell {shell!r}: use one of {', '.join(SHELLS)}")
+    get_state(ctx).env.stdout.write(completion_script(shell))
+
+
 def main(args: Sequence[str] | None = None, env: Environment | None = None) -> ExitStatus:
     """Run one command line; return its exit status instead of exiting."""
     env = env or Environment()
     state = State(env)
+    if os.environ.get("_EDGECTL_COMPLETE"):
+        # A TAB press from the shell scripts: register typer's shell classes (add_completion
+        # is off, which also skips this), answer and exit.
+        from typer.completion import completion_init
+
+        completion_init()
     try:
         result: Any = app(
             args=list(sys.argv[1:] if args is None else args),

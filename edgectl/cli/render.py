@@ -33,7 +33,12 @@ def error(env: Environment, text: str) -> None:
     env.stderr.write(f"edgectl: error: {first}\n")
 
 
-def table(env: Environment, headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+def table(
+    env: Environment,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+) -> None:
     """A table: drawn by rich on a terminal, aligned plain columns otherwise (never truncated)."""
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     if env.stdout_isatty:
@@ -41,7 +46,9 @@ def table(env: Environment, headers: Sequence[str], rows: Sequence[Sequence[Any]
         from rich.table import Table
 
         console = Console(file=env.stdout, no_color=not env.colour, highlight=False)
-        grid = Table(title=title, header_style="bold" if env.colour else None, box=None, pad_edge=False)
+        grid = Table(
+            title=title, header_style="bold" if env.colour else None, box=None, pad_edge=False
+        )
         for header in headers:
             grid.add_column(header, overflow="fold")
         for row in cells:
@@ -50,9 +57,9 @@ def table(env: Environment, headers: Sequence[str], rows: Sequence[Sequence[Any]
         return
     widths = [len(h) for h in headers]
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     for row in [list(headers), *cells]:
-        env.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        env.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:

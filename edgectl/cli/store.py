@@ -9,7 +9,9 @@ from edgectl.cli.state import get_state
 from edgectl.errors import UsageError
 from edgectl.status import ExitStatus
 
-app = typer.Typer(help="Check edgectl's data files; restore the last good state.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check edgectl's data files; restore the last good state.", no_args_is_help=True
+)
 
 FILES = ("inventory", "facts", "jobs")
 

@@ -42,7 +42,9 @@ def check_name(value: str, what: str = "node name") -> str:
             "not starting with '-'"
         )
     if what == "node name" and value in RESERVED_NAMES:
-        raise ValidationError(f"invalid node name {value!r}: reserved for the selector of every node")
+        raise ValidationError(
+            f"invalid node name {value!r}: reserved for the selector of every node"
+        )
     return value
 
 

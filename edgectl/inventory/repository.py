@@ -56,7 +56,9 @@ class Inventory:
             existing = {doc["name"]: doc.doc_id for doc in table.all()}
             taken = [n.name for n in nodes if n.name in existing]
             if taken and not replace:
-                shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+                shown = ", ".join(taken[:5]) + (
+                    f" and {len(taken) - 5} more" if len(taken) > 5 else ""
+                )
                 raise ConflictError(
                     f"node(s) already in the inventory: {shown}; nothing was added "
                     "(use --replace to overwrite)"
@@ -76,7 +78,9 @@ class Inventory:
             existing = {doc["name"]: doc.doc_id for doc in table.all()}
             missing = [n for n in wanted if n not in existing]
             if missing:
-                raise NotFoundError(f"no node named {', '.join(map(repr, missing))}; nothing was removed")
+                raise NotFoundError(
+                    f"no node named {', '.join(map(repr, missing))}; nothing was removed"
+                )
             table.remove(doc_ids=[existing[n] for n in wanted])
         return wanted
 
@@ -100,7 +104,9 @@ class Inventory:
             docs = {doc["name"]: doc for doc in table.all()}
             missing = [n for n in names if n not in docs]
             if missing:
-                raise NotFoundError(f"no node named {', '.join(map(repr, missing))}; nothing was changed")
+                raise NotFoundError(
+                    f"no node named {', '.join(map(repr, missing))}; nothing was changed"
+                )
             changed = {}
             for name in names:
                 node = _node_from_record(docs[name])

@@ -122,7 +122,9 @@ def parse_atom(raw: str, text: str) -> Atom:
                 raise _error(text, f"{raw!r}: {op} needs a number") from None
         return Atom("key", pattern=value, key=key, op=op)
     if not _GLOB_TEXT.fullmatch(raw):
-        raise _error(text, f"bad name {raw!r} (names use letters, digits, '.', '_', '-'; globs * ? [])")
+        raise _error(
+            text, f"bad name {raw!r} (names use letters, digits, '.', '_', '-'; globs * ? [])"
+        )
     return Atom("name", pattern=raw)
 
 
@@ -144,7 +146,9 @@ def parse_selector(text: str) -> Selector:
     return Selector(text, tuple(terms))
 
 
-def select(text: str | Sequence[str], nodes: Iterable[Node], facts: Facts | None = None) -> list[Node]:
+def select(
+    text: str | Sequence[str], nodes: Iterable[Node], facts: Facts | None = None
+) -> list[Node]:
     """Parse and apply in one call; several selector arguments are united."""
     if not isinstance(text, str):
         text = ",".join(text)

@@ -1,0 +1,1 @@
+complete --command edgectl --no-files --arguments "(env _EDGECTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) edgectl)" --condition "env _EDGECTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) edgectl"
