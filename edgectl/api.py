@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.errors import NotFoundError, ValidationError
+from edgectl.facts.store import FactsStore
 from edgectl.inventory.model import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
@@ -49,6 +50,7 @@ class Fleet:
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.store = Store(home)
         self.inventory = Inventory(self.store)
+        self.facts_store = FactsStore(self.store)
 
     @property
     def home(self) -> Path:
@@ -56,8 +58,8 @@ class Fleet:
         return self.store.home
 
     def facts(self) -> Facts:
-        """Latest facts per node name (empty until nodes are probed)."""
-        return {}
+        """Latest good facts per node name (empty until nodes are probed)."""
+        return self.facts_store.facts_by_node()
 
     def nodes(self, selector: str | Sequence[str] = "all", allow_empty: bool = False) -> list[Node]:
         """The nodes a selector picks; matching nothing is an error unless `allow_empty`."""
@@ -111,7 +113,10 @@ class Fleet:
         names = list(names)
         for name in names:
             check_name(name)
-        return self.inventory.remove(names)
+        removed = self.inventory.remove(names)
+        if self.store.path("facts").exists():
+            self.facts_store.forget(removed)  # a new node of the same name starts without them
+        return removed
 
     def set_fields(self, name: str, assignments: Mapping[str, str]) -> Node:
         """Change connection fields of one node (host, port, user, key, workdir)."""
