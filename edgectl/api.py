@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgectl.errors import NotFoundError, ValidationError
+from edgectl.errors import NotFoundError, UsageError, ValidationError
 from edgectl.facts.store import FactsStore
 from edgectl.inventory.model import (
     DEFAULT_PORT,
@@ -31,6 +31,11 @@ from edgectl.inventory.model import (
 from edgectl.inventory.repository import Inventory
 from edgectl.inventory.selectors import Facts, parse_selector
 from edgectl.store import Store
+
+if TYPE_CHECKING:
+    from edgectl.adhoc import CommandOutcome
+    from edgectl.facts.store import ProbeResult
+    from edgectl.transport import ConnectionPool, ConnectOptions
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,86 @@ class Fleet:
         used = format if format != "auto" else detect_format(path, Path(path).read_text("utf-8"))
         added, replaced = self.inventory.add(nodes, replace=replace)
         return ImportReport(path=path, format=used, read=len(nodes), added=added, replaced=replaced)
+
+    def connect_options(
+        self, timeout: float | None = None, accept_new: bool = False
+    ) -> ConnectOptions:
+        """Connection options for this home: its known_hosts, the user's, and timeouts."""
+        from edgectl.transport import ConnectOptions
+
+        options = ConnectOptions(known_hosts_path=self.home / "known_hosts", accept_new=accept_new)
+        if timeout is not None:
+            options.connect_timeout = options.login_timeout = options.command_timeout = timeout
+        return options
+
+    def pool(
+        self, timeout: float | None = None, forks: int = 100, accept_new: bool = False
+    ) -> ConnectionPool:
+        """A connection pool for async fleet work (reuse it across rounds, as `top` does)."""
+        from edgectl.transport import ConnectionPool
+
+        return ConnectionPool(self.connect_options(timeout, accept_new), forks=forks)
+
+    async def probe_async(
+        self, nodes: Sequence[Node], pool: ConnectionPool, timeout: float | None = None
+    ) -> list[ProbeResult]:
+        """Probe nodes through a pool and record the round (one write)."""
+        from edgectl.facts.probe import probe_nodes
+
+        results = await probe_nodes(nodes, pool, timeout)
+        self.store.ensure_home()
+        self.facts_store.record(results)
+        return results
+
+    def probe(
+        self,
+        selector: str | Sequence[str] = "all",
+        timeout: float = 10.0,
+        forks: int = 100,
+        accept_new: bool = False,
+    ) -> list[ProbeResult]:
+        """Probe the selected nodes over SSH (psutil for `local`) and store their facts."""
+        nodes = self.nodes(selector)
+
+        async def go() -> list[ProbeResult]:
+            async with self.pool(timeout, forks, accept_new) as pool:
+                return await self.probe_async(nodes, pool, timeout)
+
+        import asyncio  # kept out of start-up: it costs tens of milliseconds to import
+
+        return asyncio.run(go())
+
+    def status(self, selector: str | Sequence[str] = "all") -> list[dict[str, Any]]:
+        """The stored facts of the selected nodes, with no SSH: one record per node."""
+        latest = self.facts_store.latest()
+        records = []
+        for node in self.nodes(selector):
+            record = latest.get(node.name) or {"reachable": None, "reason": "never probed"}
+            records.append({"name": node.name, **{k: v for k, v in record.items() if k != "name"}})
+        return records
+
+    def run(
+        self,
+        selector: str | Sequence[str],
+        argv: Sequence[str],
+        timeout: float = 60.0,
+        forks: int = 100,
+        accept_new: bool = False,
+    ) -> list[CommandOutcome]:
+        """Run one command on every selected node; per-node outcomes, in inventory order."""
+        from edgectl.adhoc import run_command
+
+        if not argv:
+            raise UsageError("no command given (write it after --)")
+        nodes = self.nodes(selector)
+
+        async def go() -> list[CommandOutcome]:
+            async with self.pool(timeout, forks, accept_new) as pool:
+                return await run_command(nodes, argv, pool, timeout)
+
+        import asyncio  # kept out of start-up: it costs tens of milliseconds to import
+
+        return asyncio.run(go())
 
     def export(self, format: str = "toml", selector: str = "all") -> str:
         """The selected nodes as text in an import format (toml, csv or json)."""

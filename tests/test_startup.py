@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ["asyncssh", "fabric", "paramiko", "PIL", "pytesseract", "rich", "tinydb.queries_unused"]
+HEAVY = ["asyncssh", "asyncio", "fabric", "paramiko", "PIL", "pytesseract", "rich", "psutil"]
 
 
 def _modules_after(code: str, home: Path) -> set[str]:

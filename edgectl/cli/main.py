@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from edgectl import __version__
+from edgectl.cli import fleet as fleet_cli
 from edgectl.cli import inventory as inventory_cli
 from edgectl.cli import store as store_cli
 from edgectl.cli.completion import SHELLS, completion_script
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(inventory_cli.app, name="inventory")
 app.add_typer(store_cli.app, name="store")
+fleet_cli.register(app)
 
 
 def _version(ctx: typer.Context, value: bool) -> None:

@@ -13,8 +13,16 @@ from edgectl.cli.context import Environment
 
 
 def emit_json(env: Environment, document: Any) -> None:
-    """Print one JSON document on stdout and nothing else."""
-    env.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    """Print one JSON document on stdout and nothing else: indented for a person, compact for a pipe.
+
+    The compact form also takes the stdlib's C encoder (indenting falls back to pure Python,
+    several times slower on a 10,000-node inventory).
+    """
+    if env.stdout_isatty:
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    env.stdout.write(text + "\n")
 
 
 def line(env: Environment, text: str = "") -> None:

@@ -1,0 +1,58 @@
+"""Probe nodes: one exec of the probe script per SSH node, psutil for `local`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from edgectl.facts.local import local_facts
+from edgectl.facts.parse import ProbeOutputError, parse_probe_output
+from edgectl.facts.script import PROBE_SCRIPT
+from edgectl.facts.store import ProbeResult
+from edgectl.inventory.model import Node
+from edgectl.transport import Connection, ConnectionPool, TransportError
+
+PROBE_OUTPUT_CAP = 256 * 1024  # a probe report is ~1 KiB; anything near this is hostile
+
+
+async def probe_one(node: Node, conn: Connection, timeout: float | None = None) -> ProbeResult:
+    """Probe one node over an open connection."""
+    if node.connection == "local":
+        facts = await asyncio.to_thread(local_facts, node.workdir)
+        return ProbeResult(node.name, True, facts=facts, probed_at=facts["probed_at"])
+    started = time.perf_counter()
+    result = await conn.run(
+        ["sh", "-c", PROBE_SCRIPT, "edgectl-probe", node.workdir],
+        timeout=timeout,
+        max_output=PROBE_OUTPUT_CAP,
+    )
+    rtt_ms = (time.perf_counter() - started) * 1000
+    now = time.time()
+    try:
+        facts = parse_probe_output(result.stdout_text, rtt_ms, now)
+    except ProbeOutputError:
+        detail = result.stderr_text.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
+        return ProbeResult(
+            node.name, False, "error", f"probe failed: {detail[0][:200]}", probed_at=now
+        )
+    return ProbeResult(node.name, True, facts=facts, probed_at=now)
+
+
+async def probe_nodes(
+    nodes: Sequence[Node], pool: ConnectionPool, timeout: float | None = None
+) -> list[ProbeResult]:
+    """Probe every node through the pool; an unreachable node gets its reason."""
+
+    async def probe(node: Node, conn: Connection) -> ProbeResult:
+        return await probe_one(node, conn, timeout)
+
+    outcomes = await pool.run_all(nodes, probe)
+    results = []
+    for node in nodes:
+        outcome = outcomes[node.name]
+        if isinstance(outcome, TransportError):
+            results.append(ProbeResult(node.name, False, outcome.reason, str(outcome), probed_at=time.time()))
+        else:
+            results.append(outcome)
+    return results
