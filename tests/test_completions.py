@@ -35,8 +35,14 @@ def _bash_complete(home: Path, words: list[str]) -> list[str]:
         "_edgectl_completion edgectl\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    env = {**os.environ, "EDGECTL_HOME": str(home), "PATH": f"{edgectl.parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    env = {
+        **os.environ,
+        "EDGECTL_HOME": str(home),
+        "PATH": f"{edgectl.parent}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     return [line for line in proc.stdout.splitlines() if line]
 
@@ -44,11 +50,18 @@ def _bash_complete(home: Path, words: list[str]) -> list[str]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completes_commands_nodes_and_groups(tmp_path: Path) -> None:
     for name, group in [("cam-01", "cameras"), ("cam-02", "cameras"), ("gw-01", "gateways")]:
-        assert run_cli(tmp_path, "inventory", "add", name, "--host", "192.0.2.1", "-g", group).exit_status == 0
+        assert (
+            run_cli(
+                tmp_path, "inventory", "add", name, "--host", "192.0.2.1", "-g", group
+            ).exit_status
+            == 0
+        )
     assert _bash_complete(tmp_path, ["edgectl", "inv"]) == ["inventory"]
     assert _bash_complete(tmp_path, ["edgectl", "inventory", "show", "cam"]) == ["cam-01", "cam-02"]
     assert _bash_complete(tmp_path, ["edgectl", "inventory", "list", "@g"]) == ["@gateways"]
-    assert _bash_complete(tmp_path, ["edgectl", "inventory", "list", "cam-01,!g"]) == ["cam-01,!gw-01"]
+    assert _bash_complete(tmp_path, ["edgectl", "inventory", "list", "cam-01,!g"]) == [
+        "cam-01,!gw-01"
+    ]
     assert _bash_complete(tmp_path, ["edgectl", "inventory", "list", "cam-01,&@"]) == [
         "cam-01,&@cameras",
         "cam-01,&@gateways",

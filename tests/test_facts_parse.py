@@ -35,9 +35,13 @@ def test_incomplete_output_is_refused(output: str) -> None:
 
 
 def test_gigantic_output_stays_bounded() -> None:
-    output = "edgectl_probe=1\n" + "tesseract=5\n" + "tesseract_lang=l\n" * 10 + "".join(
-        f"tesseract_lang=lang{i}\n" for i in range(100_000)
-    ) + "edgectl_probe_end=1\n"
+    output = (
+        "edgectl_probe=1\n"
+        + "tesseract=5\n"
+        + "tesseract_lang=l\n" * 10
+        + "".join(f"tesseract_lang=lang{i}\n" for i in range(100_000))
+        + "edgectl_probe_end=1\n"
+    )
     facts = parse_probe_output(output)
     assert len(facts["tesseract_langs"]) == 300
     assert all(len(str(v)) <= 200 for v in facts.values() if not isinstance(v, list))
