@@ -70,7 +70,11 @@ async def run_command(
         outcome = outcomes[node.name]
         if isinstance(outcome, TransportError):
             elapsed = time.perf_counter() - started
-            results.append(CommandOutcome(node.name, None, "", "", elapsed, reason=outcome.reason, error=str(outcome)))
+            results.append(
+                CommandOutcome(
+                    node.name, None, "", "", elapsed, reason=outcome.reason, error=str(outcome)
+                )
+            )
         else:
             results.append(outcome)
     return results
@@ -80,7 +84,13 @@ def group_outputs(outcomes: Sequence[CommandOutcome]) -> list[tuple[list[str], C
     """Nodes that gave identical output and status, grouped (largest group first)."""
     groups: dict[tuple[Any, ...], list[CommandOutcome]] = {}
     for outcome in outcomes:
-        key = (outcome.reason, outcome.exit_status, outcome.stdout, outcome.stderr, outcome.truncated)
+        key = (
+            outcome.reason,
+            outcome.exit_status,
+            outcome.stdout,
+            outcome.stderr,
+            outcome.truncated,
+        )
         groups.setdefault(key, []).append(outcome)
     ordered = sorted(groups.values(), key=lambda members: (-len(members), members[0].name))
     return [([m.name for m in members], members[0]) for members in ordered]

@@ -21,9 +21,7 @@ pytestmark = pytest.mark.fleet
 def make_home(tmp_path: Path, fleet: Fleet, trusted: bool = True, prefix: str = "") -> Path:
     """An EDGECTL_HOME whose inventory holds the fleet (and `local`), trusting its host keys."""
     home = tmp_path / "home"
-    nodes = [
-        Node(**{**node.to_dict(), "name": prefix + node.name}) for node in fleet.nodes
-    ]
+    nodes = [Node(**{**node.to_dict(), "name": prefix + node.name}) for node in fleet.nodes]
     EdgeFleet(home).add_nodes(nodes)
     if trusted:
         fleet.write_known_hosts(home / "known_hosts")
@@ -64,7 +62,17 @@ def test_ssh_probe_and_psutil_agree_on_this_machine(fleet: Fleet, tmp_path: Path
     result = run_cli(home, "probe", "local,n01", "--json")
     assert result.exit_status == 0, result.stderr
     local, ssh = (r["facts"] for r in result.json)
-    for name in ("hostname", "kernel", "arch", "cores", "os", "mem_total", "disk_total", "tesseract", "tesseract_langs"):
+    for name in (
+        "hostname",
+        "kernel",
+        "arch",
+        "cores",
+        "os",
+        "mem_total",
+        "disk_total",
+        "tesseract",
+        "tesseract_langs",
+    ):
         assert local[name] == ssh[name], name
     # python3 is whichever one PATH finds: a login shell's PATH may differ from ours.
     assert local["python3"].split(".")[:1] == ssh["python3"].split(".")[:1] == ["3"]
@@ -92,8 +100,16 @@ def test_faults_each_get_their_reason_and_cost_only_their_timeout(
             Node(**{**bad[1].to_dict(), "name": "dead"}),
             Node(**{**bad[2].to_dict(), "name": "rekeyed"}),
             Node(**{**bad[3].to_dict(), "name": "wronguser", "user": "nosuchuser"}),
-            Node(name="silent", host=listener_host, port=listener_port, user=bad[0].user, key=bad[0].key),
-            Node(name="nodns", host="nonexistent.invalid", port=22, user=bad[0].user, key=bad[0].key),
+            Node(
+                name="silent",
+                host=listener_host,
+                port=listener_port,
+                user=bad[0].user,
+                key=bad[0].key,
+            ),
+            Node(
+                name="nodns", host="nonexistent.invalid", port=22, user=bad[0].user, key=bad[0].key
+            ),
         ]
     )
     broken.stop(0)
@@ -120,7 +136,9 @@ def test_faults_each_get_their_reason_and_cost_only_their_timeout(
     broken.cont(0)
 
 
-def test_unknown_host_key_is_refused_then_trusted_on_first_use(fleet: Fleet, tmp_path: Path) -> None:
+def test_unknown_host_key_is_refused_then_trusted_on_first_use(
+    fleet: Fleet, tmp_path: Path
+) -> None:
     home = make_home(tmp_path, fleet, trusted=False)
     refused = run_cli(home, "probe", "n01", "--json", "--timeout", "5")
     assert refused.exit_status == ExitStatus.ALL_FAILED
@@ -146,16 +164,29 @@ def test_run_groups_identical_outputs_and_reports_each_status(fleet: Fleet, tmp_
     assert f"{names} ({len(fleet.nodes) + 1}) exit 0" in plain.stdout
     assert plain.stdout.count("same\n") == 1
 
-    failing = run_cli(home, "run", "n01,n02", "--json", "--", "sh", "-c", "echo out; echo err >&2; exit 4")
+    failing = run_cli(
+        home, "run", "n01,n02", "--json", "--", "sh", "-c", "echo out; echo err >&2; exit 4"
+    )
     assert failing.exit_status == ExitStatus.ALL_FAILED
-    assert {(r["exit_status"], r["stdout"], r["stderr"]) for r in failing.json} == {(4, "out\n", "err\n")}
+    assert {(r["exit_status"], r["stdout"], r["stderr"]) for r in failing.json} == {
+        (4, "out\n", "err\n")
+    }
     assert all(r["duration"] >= 0 for r in failing.json)
 
 
 def test_run_passes_hostile_arguments_intact(fleet: Fleet, tmp_path: Path) -> None:
     home = make_home(tmp_path, fleet)
     canary = Path(fleet.nodes[0].workdir) / "canary"
-    hostile = [f"; touch {canary}", f"$(touch {canary})", f"`touch {canary}`", "it's", 'a "b"', "-n", "two words", "*"]
+    hostile = [
+        f"; touch {canary}",
+        f"$(touch {canary})",
+        f"`touch {canary}`",
+        "it's",
+        'a "b"',
+        "-n",
+        "two words",
+        "*",
+    ]
     result = run_cli(home, "run", "n01,local", "--json", "--", "printf", "%s\\n", *hostile)
     assert result.exit_status == 0, result.stderr
     for record in result.json:

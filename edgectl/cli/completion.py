@@ -53,4 +53,7 @@ def completion_script(shell: str) -> str:
     """The completion script of a shell; it asks edgectl itself for candidates at each TAB."""
     from typer._completion_shared import get_completion_script
 
-    return get_completion_script(prog_name="edgectl", complete_var="_EDGECTL_COMPLETE", shell=shell) + "\n"
+    return (
+        get_completion_script(prog_name="edgectl", complete_var="_EDGECTL_COMPLETE", shell=shell)
+        + "\n"
+    )

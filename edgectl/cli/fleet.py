@@ -18,7 +18,9 @@ FORKS = typer.Option(100, "--forks", min=1, max=10_000, help="Nodes worked on at
 ACCEPT_NEW = typer.Option(
     False, "--accept-new", help="Trust and record unknown host keys (never changed ones)."
 )
-SELECTOR = typer.Argument(None, help="Which nodes (default: all).", autocompletion=complete_selector)
+SELECTOR = typer.Argument(
+    None, help="Which nodes (default: all).", autocompletion=complete_selector
+)
 
 
 def fleet_status(ok: int, total: int) -> ExitStatus:
@@ -58,10 +60,22 @@ def _num(value: Any, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-FACT_HEADERS = ["NAME", "STATE", "LOAD1", "LOAD%", "MEM FREE", "DISK FREE", "TEMP", "TESSERACT", "RTT ms"]
+FACT_HEADERS = [
+    "NAME",
+    "STATE",
+    "LOAD1",
+    "LOAD%",
+    "MEM FREE",
+    "DISK FREE",
+    "TEMP",
+    "TESSERACT",
+    "RTT ms",
+]
 
 
-def fact_row(name: str, reachable: bool | None, reason: str | None, facts: dict[str, Any] | None) -> list[str]:
+def fact_row(
+    name: str, reachable: bool | None, reason: str | None, facts: dict[str, Any] | None
+) -> list[str]:
     """One table row of facts, or the reason a node is down."""
     facts = facts or {}
     state = "up" if reachable else (reason or "down")
@@ -83,14 +97,18 @@ def fact_row(name: str, reachable: bool | None, reason: str | None, facts: dict[
 def probe(
     ctx: typer.Context,
     selector: list[str] | None = SELECTOR,
-    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per node (connect, login, probe)."),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=0.1, help="Seconds per node (connect, login, probe)."
+    ),
     forks: int = FORKS,
     accept_new: bool = ACCEPT_NEW,
     as_json: bool = JSON,
 ) -> None:
     """Probe nodes over SSH (one exec each) and store their facts."""
     state = get_state(ctx)
-    results = state.fleet.probe(selector or "all", timeout=timeout, forks=forks, accept_new=accept_new)
+    results = state.fleet.probe(
+        selector or "all", timeout=timeout, forks=forks, accept_new=accept_new
+    )
     if as_json:
         render.emit_json(state.env, [r.to_dict() for r in results])
     else:
@@ -119,7 +137,9 @@ def status(
         return
     rows = []
     for record in records:
-        row = fact_row(record["name"], record.get("reachable"), record.get("reason"), record.get("facts"))
+        row = fact_row(
+            record["name"], record.get("reachable"), record.get("reason"), record.get("facts")
+        )
         rows.append([*row, human_age(record["age_s"])])
     render.table(state.env, [*FACT_HEADERS, "AGE"], rows)
 
@@ -137,7 +157,9 @@ def run(
     from edgectl.adhoc import group_outputs
 
     state = get_state(ctx)
-    outcomes = state.fleet.run(selector, command, timeout=timeout, forks=forks, accept_new=accept_new)
+    outcomes = state.fleet.run(
+        selector, command, timeout=timeout, forks=forks, accept_new=accept_new
+    )
     state.exit_status = fleet_status(sum(o.ok for o in outcomes), len(outcomes))
     if as_json:
         render.emit_json(state.env, [o.to_dict() for o in outcomes])
@@ -151,13 +173,17 @@ def _print_groups(state: State, groups: Sequence[tuple[list[str], Any]]) -> None
         if outcome.reason:
             what = f"unreachable ({outcome.reason}): {outcome.error}"
         else:
-            what = f"exit {outcome.exit_status}" + (" (output truncated)" if outcome.truncated else "")
+            what = f"exit {outcome.exit_status}" + (
+                " (output truncated)" if outcome.truncated else ""
+            )
         header = f"{','.join(names)} ({len(names)}) {what}"
         render.line(env, "-" * min(len(header), 72))
         render.line(env, header)
         render.line(env, "-" * min(len(header), 72))
         if outcome.stdout:
-            env.stdout.write(outcome.stdout if outcome.stdout.endswith("\n") else outcome.stdout + "\n")
+            env.stdout.write(
+                outcome.stdout if outcome.stdout.endswith("\n") else outcome.stdout + "\n"
+            )
         if outcome.stderr:
             env.stdout.write("".join(f"stderr: {line}\n" for line in outcome.stderr.splitlines()))
 

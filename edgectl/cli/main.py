@@ -76,7 +76,7 @@ def main(args: Sequence[str] | None = None, env: Environment | None = None) -> E
     if os.environ.get("_EDGECTL_COMPLETE"):
         # A TAB press from the shell scripts: register typer's shell classes (add_completion
         # is off, which also skips this), answer and exit.
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init
 
         completion_init()
     try:

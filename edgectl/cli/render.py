@@ -67,7 +67,9 @@ def table(
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     for row in [list(headers), *cells]:
-        env.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        env.stdout.write(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
 
 
 def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:

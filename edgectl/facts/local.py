@@ -40,7 +40,9 @@ def _tesseract() -> tuple[str | None, list[str]]:
         langs = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None, []
-    found = re.search(r"(\d+(?:\.\d+){0,3}(?:[-.a-z0-9]*)?)", (version.stdout + version.stderr).split("\n")[0])
+    found = re.search(
+        r"(\d+(?:\.\d+){0,3}(?:[-.a-z0-9]*)?)", (version.stdout + version.stderr).split("\n")[0]
+    )
     names = sorted({line.strip() for line in langs.stdout.splitlines()[1:] if line.strip()})
     return (found.group(1) if found else None), names
 

@@ -76,7 +76,9 @@ def _version(text: str) -> str | None:
     return found.group(1)[:40] if found else None
 
 
-def parse_probe_output(output: str, rtt_ms: float | None = None, probed_at: float | None = None) -> dict[str, Any]:
+def parse_probe_output(
+    output: str, rtt_ms: float | None = None, probed_at: float | None = None
+) -> dict[str, Any]:
     """Facts from the probe script's output; raises ProbeOutputError if it is cut off."""
     facts = empty_facts()
     raw: dict[str, str] = {}

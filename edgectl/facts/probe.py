@@ -32,7 +32,9 @@ async def probe_one(node: Node, conn: Connection, timeout: float | None = None) 
     try:
         facts = parse_probe_output(result.stdout_text, rtt_ms, now)
     except ProbeOutputError:
-        detail = result.stderr_text.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
+        detail = result.stderr_text.strip().splitlines()[-1:] or [
+            f"exit status {result.exit_status}"
+        ]
         return ProbeResult(
             node.name, False, "error", f"probe failed: {detail[0][:200]}", probed_at=now
         )
@@ -52,7 +54,9 @@ async def probe_nodes(
     for node in nodes:
         outcome = outcomes[node.name]
         if isinstance(outcome, TransportError):
-            results.append(ProbeResult(node.name, False, outcome.reason, str(outcome), probed_at=time.time()))
+            results.append(
+                ProbeResult(node.name, False, outcome.reason, str(outcome), probed_at=time.time())
+            )
         else:
             results.append(outcome)
     return results

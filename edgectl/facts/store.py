@@ -16,7 +16,15 @@ FILE = "facts"
 LATEST = "latest"
 HISTORY = "history"
 HISTORY_LIMIT = 60  # samples per node: an hour of minute-by-minute probes
-SAMPLE_FIELDS = ("probed_at", "reachable", "load1", "mem_available", "disk_free", "temp_c", "rtt_ms")
+SAMPLE_FIELDS = (
+    "probed_at",
+    "reachable",
+    "load1",
+    "mem_available",
+    "disk_free",
+    "temp_c",
+    "rtt_ms",
+)
 
 
 @dataclass
