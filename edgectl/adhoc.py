@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ async def run_command(
     pool: ConnectionPool,
     timeout: float | None = None,
     max_output: int | None = None,
+    on_done: Callable[[str], None] | None = None,
 ) -> list[CommandOutcome]:
     """Run argv on every node; return one outcome per node, in the order given."""
 
@@ -64,7 +65,7 @@ async def run_command(
         )
 
     started = time.perf_counter()
-    outcomes = await pool.run_all(nodes, one)
+    outcomes = await pool.run_all(nodes, one, on_done)
     results = []
     for node in nodes:
         outcome = outcomes[node.name]

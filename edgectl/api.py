@@ -9,7 +9,8 @@ for node in fleet.nodes("@cameras,&arch=arm64"):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,12 +214,16 @@ class Fleet:
         return ConnectionPool(self.connect_options(timeout, accept_new), forks=forks)
 
     async def probe_async(
-        self, nodes: Sequence[Node], pool: ConnectionPool, timeout: float | None = None
+        self,
+        nodes: Sequence[Node],
+        pool: ConnectionPool,
+        timeout: float | None = None,
+        on_done: Callable[[str], None] | None = None,
     ) -> list[ProbeResult]:
         """Probe nodes through a pool and record the round (one write)."""
         from edgectl.facts.probe import probe_nodes
 
-        results = await probe_nodes(nodes, pool, timeout)
+        results = await probe_nodes(nodes, pool, timeout, on_done)
         self.store.ensure_home()
         self.facts_store.record(results)
         return results
@@ -229,13 +234,15 @@ class Fleet:
         timeout: float = 10.0,
         forks: int = 100,
         accept_new: bool = False,
+        progress: Progress | None = None,
     ) -> list[ProbeResult]:
         """Probe the selected nodes over SSH (psutil for `local`) and store their facts."""
         nodes = self.nodes(selector)
 
         async def go() -> list[ProbeResult]:
             async with self.pool(timeout, forks, accept_new) as pool:
-                return await self.probe_async(nodes, pool, timeout)
+                with _progress(progress, len(nodes)) as on_done:
+                    return await self.probe_async(nodes, pool, timeout, on_done)
 
         import asyncio  # kept out of start-up: it costs tens of milliseconds to import
 
@@ -257,6 +264,7 @@ class Fleet:
         timeout: float = 60.0,
         forks: int = 100,
         accept_new: bool = False,
+        progress: Progress | None = None,
     ) -> list[CommandOutcome]:
         """Run one command on every selected node; per-node outcomes, in inventory order."""
         from edgectl.adhoc import run_command
@@ -267,7 +275,8 @@ class Fleet:
 
         async def go() -> list[CommandOutcome]:
             async with self.pool(timeout, forks, accept_new) as pool:
-                return await run_command(nodes, argv, pool, timeout)
+                with _progress(progress, len(nodes)) as on_done:
+                    return await run_command(nodes, argv, pool, timeout, on_done=on_done)
 
         import asyncio  # kept out of start-up: it costs tens of milliseconds to import
 
@@ -278,6 +287,20 @@ class Fleet:
         from edgectl.inventory.formats import dump_nodes
 
         return dump_nodes(self.nodes(selector, allow_empty=True), format)
+
+
+# A progress display: called with the number of nodes, it returns a context manager that
+# yields the per-node callback (the CLI passes a rich bar on a terminal, scripts pass None).
+Progress = Callable[[int], AbstractContextManager[Callable[[str], None]]]
+
+
+@contextmanager
+def _progress(factory: Progress | None, total: int) -> Iterator[Callable[[str], None] | None]:
+    if factory is None:
+        yield None
+        return
+    with factory(total) as advance:
+        yield advance
 
 
 def _labels(labels: Mapping[str, str] | Iterable[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from edgectl import __version__
 from edgectl.cli import fleet as fleet_cli
 from edgectl.cli import inventory as inventory_cli
 from edgectl.cli import store as store_cli
+from edgectl.cli import top as top_cli
 from edgectl.cli.completion import SHELLS, completion_script
 from edgectl.cli.context import Environment
 from edgectl.cli.render import error
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(inventory_cli.app, name="inventory")
 app.add_typer(store_cli.app, name="store")
 fleet_cli.register(app)
+app.command()(top_cli.top)
 
 
 def _version(ctx: typer.Context, value: bool) -> None:

@@ -6,7 +6,8 @@ rich is imported here only, and only when a terminal table is drawn.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from edgectl.cli.context import Environment
@@ -53,7 +54,9 @@ def table(
         from rich.console import Console
         from rich.table import Table
 
-        console = Console(file=env.stdout, no_color=not env.colour, highlight=False)
+        console = Console(
+            file=env.stdout, no_color=not env.colour, highlight=False, force_terminal=True
+        )
         grid = Table(
             title=title, header_style="bold" if env.colour else None, box=None, pad_edge=False
         )
@@ -78,3 +81,39 @@ def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:
     for key, value in pairs:
         shown = "-" if value in (None, "", [], {}) else value
         env.stdout.write(f"{key.ljust(width)}  {shown}\n")
+
+
+def progress_factory(
+    env: Environment, label: str, threshold: int = 5
+) -> Callable[[int], AbstractContextManager[Callable[[str], None]]] | None:
+    """A progress bar on stderr for fan-out over more than a handful of nodes, on a terminal only."""
+    if not env.stderr_isatty:
+        return None
+
+    @contextmanager
+    def bar(total: int) -> Iterator[Callable[[str], None]]:
+        if total <= threshold:
+            yield lambda name: None
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        console = Console(file=env.stderr, no_color=not env.colour, force_terminal=True)
+        with Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda name: progress.advance(task)
+
+    return bar

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgectl.facts.local import local_facts
 from edgectl.facts.parse import ProbeOutputError, parse_probe_output
@@ -42,14 +42,17 @@ async def probe_one(node: Node, conn: Connection, timeout: float | None = None) 
 
 
 async def probe_nodes(
-    nodes: Sequence[Node], pool: ConnectionPool, timeout: float | None = None
+    nodes: Sequence[Node],
+    pool: ConnectionPool,
+    timeout: float | None = None,
+    on_done: Callable[[str], None] | None = None,
 ) -> list[ProbeResult]:
     """Probe every node through the pool; an unreachable node gets its reason."""
 
     async def probe(node: Node, conn: Connection) -> ProbeResult:
         return await probe_one(node, conn, timeout)
 
-    outcomes = await pool.run_all(nodes, probe)
+    outcomes = await pool.run_all(nodes, probe, on_done)
     results = []
     for node in nodes:
         outcome = outcomes[node.name]

@@ -150,15 +150,28 @@ class ConnectionPool:
             await conn.close()
 
     async def run_all(
-        self, nodes: Iterable[Node], fn: Callable[[Node, Connection], Awaitable[T]]
+        self,
+        nodes: Iterable[Node],
+        fn: Callable[[Node, Connection], Awaitable[T]],
+        on_done: Callable[[str], None] | None = None,
     ) -> dict[str, T | TransportError]:
-        """Run fn(node, connection) on every node; a node's failure never stops the others."""
+        """Run fn(node, connection) on every node; a node's failure never stops the others.
+
+        `on_done(name)` is called as each node finishes, for progress displays.
+        """
         chosen = list(nodes)
         names = [node.name for node in chosen]
         if len(set(names)) != len(names):
             raise ValueError("run_all got the same node name twice")
         spread = min(MAX_JITTER, JITTER_PER_NODE * len(chosen))
-        outcomes = await asyncio.gather(*(self._run_one(node, fn, spread) for node in chosen))
+
+        async def one(node: Node) -> T | TransportError:
+            outcome = await self._run_one(node, fn, spread)
+            if on_done is not None:
+                on_done(node.name)
+            return outcome
+
+        outcomes = await asyncio.gather(*(one(node) for node in chosen))
         return dict(zip(names, outcomes, strict=True))
 
     async def _run_one(
