@@ -117,3 +117,29 @@ def progress_factory(
             yield lambda name: progress.advance(task)
 
     return bar
+
+
+@contextmanager
+def count_progress(env: Environment, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar fed with (done, total), on a terminal only; yields None for scripts."""
+    if not env.stderr_isatty:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=env.stderr, no_color=not env.colour, force_terminal=True)
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,302 @@
+"""`edgectl job ...`: submit work to the fleet, follow it, and collect the results."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgectl.cli import render
+from edgectl.cli.completion import complete_selector
+from edgectl.cli.state import State, get_state
+from edgectl.jobs.model import JobState
+from edgectl.status import ExitStatus
+
+app = typer.Typer(
+    help="Submit jobs to the fleet, follow them, collect their results.", no_args_is_help=True
+)
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def _jobs(state: State) -> Any:
+    from edgectl.jobs.service import Jobs
+
+    return Jobs(state.fleet)
+
+
+def job_exit_status(document: dict[str, Any]) -> ExitStatus:
+    """0 when every task is done, PARTIAL when some failed, ALL_FAILED when none is done."""
+    tasks = [t for t in document["tasks"] if not t.get("duplicate_of")]
+    done = sum(t["state"] == "done" for t in tasks)
+    if document["state"] == JobState.DONE.value:
+        return ExitStatus.OK
+    return ExitStatus.PARTIAL if done else ExitStatus.ALL_FAILED
+
+
+def _summary(state: State, document: dict[str, Any]) -> None:
+    tasks = document["tasks"]
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["state"]] = counts.get(task["state"], 0) + 1
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+    render.note(
+        state.env, f"job {document['id']} ({document['kind']}): {document['state']}: {shown}"
+    )
+    for task in tasks:
+        if task["state"] == "failed":
+            render.note(state.env, f"  task {task['id']} failed: {task['error']}")
+
+
+def _run_and_report(state: State, job_id: str, as_json: bool, forks: int, accept_new: bool) -> None:
+    jobs = _jobs(state)
+    with render.count_progress(state.env, "tasks") as progress:
+        jobs.run(job_id, forks=forks, accept_new=accept_new, on_progress=progress)
+    document = jobs.show(job_id)
+    state.exit_status = job_exit_status(document)
+    if as_json:
+        render.emit_json(state.env, document)
+    else:
+        _summary(state, document)
+        where, files = jobs.results(job_id)
+        if files:
+            render.line(state.env, f"results: {where} ({len(files)} file(s))")
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="script (ocr and analytics come with their runners)."),
+    inputs: list[str] = typer.Argument(None, help="Input files, directories or globs."),
+    on: str = typer.Option(
+        "all",
+        "--on",
+        help="Selector of the nodes that may run it.",
+        autocompletion=complete_selector,
+    ),
+    priority: int = typer.Option(0, "--priority", help="Higher runs first."),
+    after: list[str] = typer.Option(
+        [], "--after", help="Run after this job has finished (repeatable)."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Run it here and wait for the end (default: run in the background)."
+    ),
+    run_command: str | None = typer.Option(
+        None, "--run", help="script: the command per input, with {input}, {name}, {stem}."
+    ),
+    files: list[Path] = typer.Option(
+        [], "--file", help="script: an extra file shipped to each task's in/ (repeatable)."
+    ),
+    forks: int = typer.Option(100, "--forks", min=1, help="Connections at once."),
+    accept_new: bool = typer.Option(
+        False, "--accept-new", help="Trust and record unknown host keys."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Submit a job; with --wait, run it and wait for its results."""
+    state = get_state(ctx)
+    params: dict[str, Any] = {}
+    if run_command is not None:
+        params["run"] = run_command
+    if files:
+        params["files"] = [str(f) for f in files]
+    jobs = _jobs(state)
+    job = jobs.submit(
+        kind, inputs or [], selector=on, priority=priority, after=after, params=params
+    )
+    if wait:
+        _run_and_report(state, job.id, as_json, forks, accept_new)
+        return
+    pid = jobs.start_background(job.id)
+    if as_json:
+        render.emit_json(state.env, jobs.show(job.id))
+    else:
+        render.line(state.env, job.id)
+        render.note(
+            state.env,
+            f"job {job.id} runs in the background (pid {pid}); follow it with: edgectl job wait {job.id}",
+        )
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state_filter: str | None = typer.Option(None, "--state", help="Only jobs in this state."),
+    as_json: bool = JSON,
+) -> None:
+    """List jobs, oldest first."""
+    state = get_state(ctx)
+    documents = _jobs(state).list_jobs(state_filter)
+    if as_json:
+        render.emit_json(state.env, documents)
+        return
+    rows = []
+    for d in documents:
+        done = sum(t["state"] == "done" for t in d["tasks"])
+        rows.append(
+            [
+                d["id"],
+                d["kind"],
+                d["state"],
+                str(d["inputs"]),
+                f"{done}/{len(d['tasks'])}",
+                d["selector"],
+            ]
+        )
+    render.table(state.env, ["ID", "KIND", "STATE", "INPUTS", "TASKS DONE", "ON"], rows)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="Job id (a unique prefix will do)."),
+    as_json: bool = JSON,
+) -> None:
+    """Show a job and its tasks."""
+    state = get_state(ctx)
+    document = _jobs(state).show(job_id)
+    if as_json:
+        render.emit_json(state.env, document)
+        return
+    render.key_values(
+        state.env,
+        [(k, document[k]) for k in ("id", "kind", "state", "selector", "priority", "inputs")],
+    )
+    rows = [
+        [
+            t["id"],
+            t["node"] or "",
+            t["state"],
+            str(len(t["inputs"])),
+            str(len(t["attempts"])),
+            t["error"] or "",
+        ]
+        for t in document["tasks"]
+    ]
+    render.table(state.env, ["TASK", "NODE", "STATE", "INPUTS", "ATTEMPTS", "ERROR"], rows)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="Job id."),
+    task: str | None = typer.Argument(None, help="A task id: its stdout and stderr from the node."),
+) -> None:
+    """A job's events, or one task's output on its node."""
+    import time
+
+    state = get_state(ctx)
+    for entry in _jobs(state).logs(job_id, task):
+        if "time" in entry:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+            render.line(state.env, f"{stamp}  {entry['text']}")
+        else:
+            state.env.stdout.write(entry["text"])
+
+
+@app.command()
+def results(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="Job id."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Copy the result files into this directory."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Where a job's results are, and what they are (sha256 verified on arrival)."""
+    state = get_state(ctx)
+    where, files = _jobs(state).results(job_id)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for item in files:
+            shutil.copy2(where / item["name"], out / item["name"])
+        where = out
+    if as_json:
+        render.emit_json(state.env, {"directory": str(where), "files": files})
+        return
+    render.table(
+        state.env,
+        ["FILE", "SIZE", "NODE", "SHA256"],
+        [[f["name"], str(f["size"]), f["node"] or "", f["sha256"][:16]] for f in files],
+    )
+    render.note(state.env, f"{len(files)} file(s) in {where}")
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="Job id.")) -> None:
+    """Cancel a job: its remote process groups are killed."""
+    state = get_state(ctx)
+    tasks = _jobs(state).cancel(job_id)
+    render.note(
+        state.env,
+        f"cancelled; {sum(t.state.value == 'cancelled' for t in tasks)} task(s) cancelled",
+    )
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="Job id."),
+    wait: bool = typer.Option(False, "--wait", help="Run it here and wait."),
+    as_json: bool = JSON,
+) -> None:
+    """Queue a job's failed and cancelled tasks again, and run it."""
+    state = get_state(ctx)
+    jobs = _jobs(state)
+    count = jobs.retry(job_id)
+    render.note(state.env, f"{count} task(s) queued again")
+    job_id = jobs.show(job_id)["id"]
+    if wait:
+        _run_and_report(state, job_id, as_json, 100, False)
+    else:
+        jobs.start_background(job_id)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    job_id: str | None = typer.Argument(None, help="Job id (default: every unfinished job)."),
+    as_json: bool = JSON,
+    forks: int = typer.Option(100, "--forks", min=1, help="Connections at once."),
+) -> None:
+    """Run an unfinished job here: reattach to tasks still running, fetch finished ones, redo lost ones."""
+    from edgectl.jobs.executor import job_is_busy
+
+    state = get_state(ctx)
+    jobs = _jobs(state)
+    if job_id is not None:
+        _run_and_report(state, job_id, as_json, forks, False)
+        return
+    unfinished = [
+        d
+        for d in jobs.list_jobs()
+        if d["state"] in ("queued", "running") and not job_is_busy(state.fleet.home, d["id"])
+    ]
+    worst = ExitStatus.OK
+    for document in unfinished:
+        _run_and_report(state, document["id"], False, forks, False)
+        worst = max(worst, state.exit_status)
+    state.exit_status = worst
+
+
+@app.command()
+def wait(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="Job id."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Give up after this many seconds."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Wait for a job running elsewhere (in the background) to end."""
+    state = get_state(ctx)
+    jobs = _jobs(state)
+    jobs.wait(job_id, timeout)
+    document = jobs.show(job_id)
+    state.exit_status = job_exit_status(document)
+    if as_json:
+        render.emit_json(state.env, document)
+    else:
+        _summary(state, document)

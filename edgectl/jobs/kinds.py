@@ -1,0 +1,100 @@
+"""Kinds of work: what a task of each kind uploads, runs on the node, and brings back."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgectl.errors import UsageError
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def input_names(paths: Sequence[str]) -> list[str]:
+    """The names inputs get in a task's in/ directory: base names made safe, kept unique.
+
+    A name taken twice (the same file name in two directories) gets its index as a prefix.
+    """
+    bases = [(_SAFE.sub("_", Path(p).name).lstrip(".-") or "input")[:100] for p in paths]
+    seen: dict[str, int] = {}
+    for base in bases:
+        seen[base] = seen.get(base, 0) + 1
+    return [base if seen[base] == 1 else f"{i:06d}-{base}" for i, base in enumerate(bases)]
+
+
+@dataclass
+class TaskPayload:
+    """What one task sends to its node: files for in/, the run.sh script, extra runners."""
+
+    files: dict[str, Path | bytes]
+    run_sh: str
+    runners: dict[str, bytes] = field(default_factory=dict)
+
+
+class Kind:
+    """A kind of job: checks its options and turns a chunk of inputs into a task payload."""
+
+    name = ""
+    requires_langs: Sequence[str] = ()
+
+    def check(self, params: dict[str, Any]) -> None:
+        """Refuse bad options before anything is stored."""
+
+    def payload(self, params: dict[str, Any], inputs: Sequence[dict[str, Any]]) -> TaskPayload:
+        """The files and script of a task over these inputs."""
+        raise NotImplementedError
+
+
+class ScriptKind(Kind):
+    """`--run 'CMD {input}'` per input; files the command writes under out/ come back.
+
+    In the command, {input} is the input's path on the node, {name} its file name and
+    {stem} the name without extension, each shell-quoted; the command runs in the task
+    directory with `out/` beside it. The command itself is the user's own shell text.
+    """
+
+    name = "script"
+
+    def check(self, params: dict[str, Any]) -> None:
+        """A command is needed; extra files must exist."""
+        if not params.get("run"):
+            raise UsageError("a script job needs --run 'COMMAND {input}'")
+        for extra in params.get("files", []):
+            if not Path(extra).is_file():
+                raise UsageError(f"--file {extra}: not a readable file")
+
+    def payload(self, params: dict[str, Any], inputs: Sequence[dict[str, Any]]) -> TaskPayload:
+        """run.sh: the command once per input, stopping at the first failure."""
+        files: dict[str, Path | bytes] = {}
+        lines = ["set -u", "mkdir -p out", 'export EDGECTL_TASK_DIR="$PWD"']
+        for extra in params.get("files", []):
+            files[Path(extra).name] = Path(extra)
+        for item in inputs:
+            name = item["name"]
+            files[name] = Path(item["path"])
+            stem = name.rsplit(".", 1)[0] if "." in name else name
+            command = (
+                params["run"]
+                .replace("{input}", shlex.quote(f"in/{name}"))
+                .replace("{name}", shlex.quote(name))
+                .replace("{stem}", shlex.quote(stem))
+            )
+            lines.append(f"( {command}\n) || exit $?")
+        return TaskPayload(files=files, run_sh="\n".join(lines) + "\n")
+
+
+KINDS: dict[str, Kind] = {"script": ScriptKind()}
+
+
+def get_kind(name: str) -> Kind:
+    """A kind by name, or a usage error naming the known ones."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown job kind {name!r}: use one of {', '.join(sorted(KINDS))}"
+        ) from None

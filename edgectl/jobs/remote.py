@@ -1,0 +1,215 @@
+"""What the executor does on a node, as argv lists and parsers of their output.
+
+Each operation is one exec: upload-and-start (a tar stream on stdin), a poll of every
+task of a node, a download of a task's outputs, a cleanup, a kill. Task ids are ours
+(checked by TASK_ID); everything else reaches the node as a quoted argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+TASK_ID = re.compile(r"t[0-9A-Za-z-]{1,80}")
+OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_OUTPUTS = 10_000
+TASKS_DIR = "tasks"
+
+# Expands a leading ~ of the workdir ($1) the way a login shell would, into $wd.
+_WORKDIR = 'wd=$1; shift; case $wd in "~") wd=$HOME ;; "~/"*) wd=$HOME/${wd#"~/"} ;; esac; '
+
+START = (
+    _WORKDIR
+    + 'd=$wd/tasks/$1; mkdir -p "$d" && cd "$d" && tar xf - || exit 91; '
+    + "if ! sha256sum -c inputs.sha256 >/dev/null 2>&1; then echo 'input checksum mismatch' >&2; exit 90; fi; "
+    # The runner is its own session and process group (setsid), so it survives this exec and
+    # `job cancel` can kill the group; its pid is written before this exec returns.
+    + "setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & p=$!; echo $p > pid; echo pid=$p; "
+    # A short task is often done within a moment: wait up to $2 steps of 20 ms and
+    # report it here, saving a poll round trip (no fractional sleep: no wait).
+    + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
+    + 'if [ -f status ]; then printf \'S\\t%s\\t%s\\n\' "$1" "$(head -c 20 status)"; '
+    + "if [ -f manifest ]; then head -n 10001 manifest | while IFS= read -r line; do "
+    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; fi; fi'
+)
+
+POLL = (
+    _WORKDIR
+    + 'for t in "$@"; do d=$wd/tasks/$t; '
+    + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
+    + "then printf 'R\\t%s\\n' \"$t\"; "
+    + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
+    + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | while IFS= read -r line; do '
+    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; fi; '
+    + "else printf 'L\\t%s\\n' \"$t\"; fi; done"
+)
+
+FETCH = (
+    _WORKDIR
+    + 'cd "$wd/tasks/$1/out" || exit 92; shift; '
+    + 'for n in "$@"; do if [ -h "$n" ] || [ ! -f "$n" ]; then echo "not a regular file: $n" >&2; exit 93; fi; done; '
+    + 'cat -- "$@"'
+)
+
+CLEANUP = _WORKDIR + 'for t in "$@"; do rm -rf -- "$wd/tasks/$t"; done'
+
+KILL = (
+    _WORKDIR
+    + 'd=$wd/tasks/$1; [ -f "$d/pid" ] || exit 0; p=$(cat "$d/pid"); '
+    + 'case $p in ""|*[!0-9]*) exit 0 ;; esac; '
+    + 'kill -TERM -- "-$p" 2>/dev/null; i=0; '
+    + 'while kill -0 -- "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
+    + 'kill -KILL -- "-$p" 2>/dev/null; echo 130 > "$d/status"; exit 0'
+)
+
+ERROR_TAIL = _WORKDIR + 'tail -c 400 "$wd/tasks/$1/stderr.log" 2>/dev/null'
+
+LOGS = (
+    _WORKDIR
+    + 'd=$wd/tasks/$1; tail -c 65536 "$d/stdout.log" 2>/dev/null; echo; echo "--- stderr"; tail -c 65536 "$d/stderr.log" 2>/dev/null'
+)
+
+
+def sh(script: str, workdir: str, *args: str) -> list[str]:
+    """argv running a fixed script with the workdir and arguments as positional parameters."""
+    return ["sh", "-c", script, "edgectl", workdir, *args]
+
+
+def check_task_id(task_id: str) -> str:
+    """A task id as edgectl makes them (they become directory names on nodes)."""
+    if not TASK_ID.fullmatch(task_id):
+        raise ValueError(f"bad task id {task_id!r}")
+    return task_id
+
+
+def runner_script() -> bytes:
+    """The node-side task runner (shipped inside the package)."""
+    return resources.files("edgectl.jobs.runners").joinpath("task.sh").read_bytes()
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pack_task(
+    files: dict[str, bytes | Path], run_sh: str, extra_runners: dict[str, bytes] | None = None
+) -> bytes:
+    """The tar stream of a task: inputs under in/, run.sh, the runner, and inputs.sha256."""
+    buffer = io.BytesIO()
+    sums: list[str] = []
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        for name, source in files.items():
+            data = source.read_bytes() if isinstance(source, Path) else source
+            add(f"in/{name}", data)
+            sums.append(f"{hashlib.sha256(data).hexdigest()}  in/{name}\n")
+        add("run.sh", run_sh.encode(), 0o755)
+        add("runner.sh", runner_script(), 0o755)
+        for name, data in (extra_runners or {}).items():
+            add(name, data, 0o755)
+        add("inputs.sha256", "".join(sums).encode())
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class OutputEntry:
+    """One line of a task's manifest, checked."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class PollReport:
+    """What a poll said of one task: running, finished (status + manifest) or lost."""
+
+    task_id: str
+    state: str  # "running" | "finished" | "lost"
+    exit_status: int | None = None
+    manifest: list[OutputEntry] | None = None
+    error: str | None = None
+
+
+class ManifestError(ValueError):
+    """A manifest line that edgectl refuses (bad name, size, checksum, too many files)."""
+
+
+def parse_manifest_line(line: str, max_file: int) -> OutputEntry:
+    """Check one `sha256<TAB>size<TAB>name` line."""
+    parts = line.split("\t")
+    if len(parts) != 3:
+        raise ManifestError("malformed manifest line")
+    digest, size_text, name = parts
+    if not OUTPUT_NAME.fullmatch(name) or name in (".", ".."):
+        raise ManifestError(f"refused output name {name[:60]!r} (plain names only)")
+    if not SHA256.fullmatch(digest):
+        raise ManifestError(f"bad checksum for {name!r}")
+    if not size_text.isdigit():
+        raise ManifestError(f"bad size for {name!r}")
+    size = int(size_text)
+    if size > max_file:
+        raise ManifestError(f"output {name!r} is {size} bytes, over the {max_file}-byte cap")
+    return OutputEntry(name, size, digest)
+
+
+def parse_poll(
+    output: str, asked: Sequence[str], max_file: int, max_total: int
+) -> dict[str, PollReport]:
+    """Reports for the asked task ids; anything else in the output is ignored."""
+    wanted = set(asked)
+    reports: dict[str, PollReport] = {}
+    for line in output.splitlines():
+        kind, _, rest = line.partition("\t")
+        task_id, _, value = rest.partition("\t")
+        if task_id not in wanted:
+            continue
+        if kind == "R":
+            reports[task_id] = PollReport(task_id, "running")
+        elif kind == "L":
+            reports[task_id] = PollReport(
+                task_id, "lost", error="the runner is gone and left no status"
+            )
+        elif kind == "S":
+            status = value.strip()
+            code = int(status) if status.isdigit() and len(status) < 4 else None
+            reports[task_id] = PollReport(task_id, "finished", code, manifest=[])
+            if code is None:
+                reports[task_id].error = f"unreadable status {status[:20]!r}"
+        elif kind == "M":
+            report = reports.get(task_id)
+            if report is None or report.manifest is None or report.error:
+                continue
+            try:
+                entry = parse_manifest_line(value, max_file)
+            except ManifestError as exc:
+                report.error = str(exc)
+                continue
+            if any(e.name == entry.name for e in report.manifest):
+                report.error = f"output {entry.name!r} listed twice"
+            elif len(report.manifest) >= MAX_OUTPUTS:
+                report.error = f"more than {MAX_OUTPUTS} outputs"
+            elif sum(e.size for e in report.manifest) + entry.size > max_total:
+                report.error = f"outputs total over the {max_total}-byte cap"
+            else:
+                report.manifest.append(entry)
+    for task_id in asked:
+        reports.setdefault(task_id, PollReport(task_id, "lost", error="no report from the node"))
+    return reports

@@ -1,0 +1,84 @@
+"""Local result storage: outputs land in results/<job-id>/ once, verified, never elsewhere."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from edgectl.jobs.remote import OUTPUT_NAME, OutputEntry
+
+
+class ResultError(Exception):
+    """An output that cannot be stored as it came (checksum, size, name clash)."""
+
+
+def results_dir(home: Path, job_id: str) -> Path:
+    """Where one job's results live."""
+    return home / "results" / job_id
+
+
+def store_output(directory: Path, entry: OutputEntry, data: bytes, task_id: str) -> Path:
+    """Write one output under the job's directory, exactly once.
+
+    The bytes go to a fresh temp file (O_EXCL|O_NOFOLLOW: nothing planted there is
+    followed), are checked against the manifest, then hard-linked to the final name, which
+    fails if that name exists: the same bytes stored again (a resume) are accepted, other
+    bytes under a taken name are refused.
+    """
+    if not OUTPUT_NAME.fullmatch(entry.name):
+        raise ResultError(f"refused output name {entry.name!r}")
+    if len(data) != entry.size:
+        raise ResultError(f"{entry.name}: got {len(data)} bytes, the manifest says {entry.size}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise ResultError(f"{entry.name}: sha256 does not match the manifest")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = directory / f".{task_id}.{secrets.token_hex(4)}.part"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        final = directory / entry.name
+        try:
+            os.link(temp, final, follow_symlinks=False)
+        except FileExistsError:
+            if _same_content(final, digest):
+                return final
+            raise ResultError(
+                f"{entry.name}: another task already stored a different file under this name"
+            ) from None
+        return final
+    finally:
+        try:
+            os.unlink(temp)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+
+def _same_content(path: Path, digest: str) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def write_manifest(directory: Path, job: dict[str, Any], outputs: Iterable[dict[str, Any]]) -> Path:
+    """manifest.json: every stored file with size and sha256, written atomically."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    document = {"job": job, "files": sorted(outputs, key=lambda o: o["name"])}
+    temp = directory / f".manifest.{secrets.token_hex(4)}.tmp"
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    final = directory / "manifest.json"
+    os.replace(temp, final)
+    return final

@@ -1,0 +1,339 @@
+"""Jobs as the API offers them: submit, run (or resume), wait, cancel, retry, list, results."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgectl.errors import NotFoundError, UsageError
+from edgectl.inventory.model import Node
+from edgectl.jobs.executor import ExecOptions, Executor, JobBusy, job_is_busy, job_lock, kill_task
+from edgectl.jobs.kinds import get_kind, input_names
+from edgectl.jobs.ledger import Ledger
+from edgectl.jobs.model import Job, JobState, Task, TaskState, job_state, new_id
+from edgectl.jobs.results import results_dir
+
+if TYPE_CHECKING:
+    from edgectl.api import Fleet
+
+MAX_INPUTS = 1_000_000
+
+
+def expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Files from paths, directories (recursively, sorted) and glob patterns; each once."""
+    found: dict[Path, None] = {}
+    for item in items:
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise UsageError(f"no input matches {item!r}")
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                for child in sorted(
+                    p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                ):
+                    found[child.resolve()] = None
+            elif path.is_file():
+                found[path.resolve()] = None
+            else:
+                raise UsageError(f"input {match}: no such file or directory")
+    if len(found) > MAX_INPUTS:
+        raise UsageError(f"{len(found)} inputs: at most {MAX_INPUTS} per job")
+    return list(found)
+
+
+def job_document(job: Job, tasks: list[Task]) -> dict[str, Any]:
+    """The `--json` shape of a job: id, kind, state, created, tasks (id, node, state, inputs, attempts, error)."""
+    pending = len(job.params.get("inputs", [])) - sum(
+        len(t.inputs) for t in tasks if t.duplicate_of is None
+    )
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": document_state(job, tasks, pending).value,
+        "created": job.created,
+        "selector": job.selector,
+        "priority": job.priority,
+        "after": job.after,
+        "inputs": len(job.params.get("inputs", [])),
+        "unassigned_inputs": max(0, pending),
+        "tasks": [
+            {
+                "id": t.id,
+                "node": t.node,
+                "state": t.state.value,
+                "inputs": [i["name"] for i in t.inputs],
+                "attempts": [a.__dict__ for a in t.attempts],
+                "error": t.error,
+                "outputs": t.outputs,
+                "duplicate_of": t.duplicate_of,
+            }
+            for t in tasks
+        ],
+    }
+
+
+def document_state(job: Job, tasks: list[Task], pending: int) -> JobState:
+    """A job's state, counting inputs not yet given to any task as work still to do."""
+    state = job_state(job, tasks)
+    if job.cancelled and state != JobState.DONE:
+        return JobState.CANCELLED
+    if pending > 0 and state in (JobState.DONE, JobState.FAILED):
+        return JobState.RUNNING if tasks else JobState.QUEUED
+    return state
+
+
+class Jobs:
+    """The jobs of one fleet."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.ledger = Ledger(fleet.store)
+
+    def submit(
+        self,
+        kind: str,
+        inputs: Sequence[str],
+        selector: str = "all",
+        priority: int = 0,
+        after: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
+    ) -> Job:
+        """Check and store a new job (it runs on `run` or in the background)."""
+        handler = get_kind(kind)
+        params = dict(params or {})
+        handler.check(params)
+        paths = expand_inputs(inputs)
+        if not paths:
+            raise UsageError("no inputs given")
+        self.fleet.nodes(selector)  # a selector that matches nothing is refused now, not later
+        for dependency in after:
+            self.ledger.load(dependency)
+        names = input_names([str(p) for p in paths])
+        params["inputs"] = [
+            {"name": name, "path": str(p), "size": p.stat().st_size}
+            for name, p in zip(names, paths, strict=True)
+        ]
+        job = Job(
+            id=new_id("j"),
+            kind=kind,
+            created=time.time(),
+            params=params,
+            selector=selector,
+            priority=priority,
+            after=[self.ledger.load(a)[0].id for a in after],
+        )
+        self.fleet.store.ensure_home()
+        self.ledger.create(job, [])
+        return job
+
+    def start_background(self, job_id: str) -> int:
+        """Run the job in a detached edgectl process (it outlives this one); return its pid."""
+        logs = self.fleet.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(logs / f"{job_id}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgectl",
+                    "--home",
+                    str(self.fleet.home),
+                    "job",
+                    "resume",
+                    job_id,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        return proc.pid
+
+    def run(
+        self,
+        job_id: str,
+        options: ExecOptions | None = None,
+        forks: int = 100,
+        accept_new: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> JobState:
+        """Run (or resume) a job in this process until it ends."""
+        import asyncio
+
+        job, tasks = self.ledger.load(job_id)
+        with job_lock(self.fleet.home, job.id):
+            job, tasks = self.ledger.load(job.id)  # fresh, under the lock
+            if job.cancelled:
+                return job_state(job, tasks)
+            self._wait_for_dependencies(job)
+            return asyncio.run(
+                self._run(job, tasks, options or ExecOptions(), forks, accept_new, on_progress)
+            )
+
+    def _wait_for_dependencies(self, job: Job) -> None:
+        for dependency in job.after:
+            state = self.wait(dependency)
+            if state != JobState.DONE:
+                raise UsageError(f"job {job.id} runs after {dependency}, which ended {state.value}")
+
+    async def _run(
+        self,
+        job: Job,
+        tasks: list[Task],
+        options: ExecOptions,
+        forks: int,
+        accept_new: bool,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> JobState:
+        nodes = self.fleet.nodes(job.selector, allow_empty=True)
+        async with self.fleet.pool(options.op_timeout, forks, accept_new) as pool:
+            probed = await self.fleet.probe_async(nodes, pool, options.op_timeout)
+            up = {r.name: r for r in probed if r.reachable}
+            usable = [n for n in nodes if n.name in up]
+            slots = {name: _slots(result.facts) for name, result in up.items()}
+            executor = Executor(
+                self.fleet.home, self.ledger, job, tasks, usable, slots, pool, options, on_progress
+            )
+            if not usable:
+                executor._event("no selected node is reachable")
+            return await executor.run()
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobState:
+        """Wait until a job has ended (by whatever process runs it); return its state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job, tasks = self.ledger.load(job_id)
+            state = job_state(job, tasks)
+            pending = len(job.params.get("inputs", [])) > sum(
+                len(t.inputs) for t in tasks if t.duplicate_of is None
+            )
+            if state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not pending:
+                return state
+            if not job_is_busy(self.fleet.home, job.id) and not job.cancelled:
+                raise UsageError(
+                    f"job {job.id} is not running (resume it with: edgectl job resume {job.id})"
+                )
+            if job.cancelled and not job_is_busy(self.fleet.home, job.id):
+                return JobState.CANCELLED
+            if deadline is not None and time.monotonic() > deadline:
+                raise UsageError(f"job {job.id} still {state.value} after {timeout} s")
+            time.sleep(poll)
+
+    def cancel(self, job_id: str, timeout: float = 30.0) -> list[Task]:
+        """Cancel a job: its executor (or this process) kills every remote process group."""
+        import asyncio
+
+        job, _ = self.ledger.load(job_id)
+        self.ledger.set_job(job.id, cancelled=True)
+        try:
+            with job_lock(self.fleet.home, job.id):
+                # Nobody is running it: kill what the ledger says is in flight ourselves.
+                _, tasks = self.ledger.load(job.id)
+                asyncio.run(self._kill(tasks, timeout))
+                changes = {
+                    t.id: {"state": TaskState.CANCELLED.value} for t in tasks if not t.state.final
+                }
+                self.ledger.apply(changes, events=[(job.id, "cancelled")])
+        except JobBusy:
+            deadline = time.monotonic() + timeout
+            while job_is_busy(self.fleet.home, job.id) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return self.ledger.load(job.id)[1]
+
+    async def _kill(self, tasks: list[Task], timeout: float) -> None:
+        nodes = {n.name: n for n in self.fleet.inventory.nodes()}
+        live = [
+            t
+            for t in tasks
+            if t.state
+            in (TaskState.UPLOADING, TaskState.RUNNING, TaskState.DOWNLOADING, TaskState.PLACED)
+        ]
+        async with self.fleet.pool(timeout) as pool:
+            await asyncio_gather(
+                [kill_task(pool, nodes[t.node], t.id, timeout) for t in live if t.node in nodes]
+            )
+
+    def retry(self, job_id: str) -> int:
+        """Put failed and cancelled tasks back in the queue; return how many."""
+        job, tasks = self.ledger.load(job_id)
+        again: dict[str, dict[str, Any]] = {
+            t.id: {"state": TaskState.QUEUED.value, "error": None, "node": None, "attempts": []}
+            for t in tasks
+            if t.state in (TaskState.FAILED, TaskState.CANCELLED)
+        }
+        self.ledger.apply(
+            again,
+            events=[(job.id, f"retry of {len(again)} task(s)")],
+            job_changes={job.id: {"cancelled": False}},
+        )
+        return len(again)
+
+    def list_jobs(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every job (oldest first), maybe only those in one state."""
+        documents = [job_document(j, t) for j, t in self.ledger.jobs()]
+        return [d for d in documents if state is None or d["state"] == state]
+
+    def show(self, job_id: str) -> dict[str, Any]:
+        """One job's document."""
+        return job_document(*self.ledger.load(job_id))
+
+    def results(self, job_id: str) -> tuple[Path, list[dict[str, Any]]]:
+        """Where a job's results are and what they are (name, size, sha256, task, node)."""
+        job, tasks = self.ledger.load(job_id)
+        files = [
+            {"task": t.id, "node": t.node, **o}
+            for t in tasks
+            if t.state == TaskState.DONE
+            for o in t.outputs
+        ]
+        return results_dir(self.fleet.home, job.id), files
+
+    def logs(self, job_id: str, task_id: str | None = None) -> list[dict[str, Any]]:
+        """A job's events, or one task's remote stdout/stderr tail (from its node)."""
+        job, tasks = self.ledger.load(job_id)
+        if task_id is None:
+            return self.ledger.events(job.id)
+        task = next((t for t in tasks if t.id == task_id or t.id.startswith(task_id)), None)
+        if task is None:
+            raise NotFoundError(f"job {job.id} has no task {task_id!r}")
+        return [{"task": task.id, "text": self._remote_logs(task)}]
+
+    def _remote_logs(self, task: Task) -> str:
+        import asyncio
+
+        from edgectl.jobs import remote
+
+        if task.node is None:
+            return "(the task has not run)"
+        node: Node = self.fleet.node(task.node)
+
+        async def fetch() -> str:
+            async with self.fleet.pool(30.0) as pool:
+                conn = await pool.connection(node)
+                result = await conn.run(
+                    remote.sh(remote.LOGS, node.workdir, task.id), timeout=30.0, max_output=1 << 17
+                )
+                return result.stdout_text
+
+        return asyncio.run(fetch())
+
+
+async def asyncio_gather(coroutines: list[Any]) -> None:
+    """Await all, ignoring their individual failures (best-effort cleanup)."""
+    import asyncio
+
+    await asyncio.gather(*coroutines, return_exceptions=True)
+
+
+def _slots(facts: dict[str, Any]) -> int:
+    """Parallel tasks a node takes: its cores less what its load already uses, at least one."""
+    cores = int(facts.get("cores") or 1)
+    load = float(facts.get("load1") or 0.0)
+    return max(1, round(cores - min(load, cores - 1)))
