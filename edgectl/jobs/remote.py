@@ -64,9 +64,9 @@ KILL = (
     _WORKDIR
     + 'd=$wd/tasks/$1; [ -f "$d/pid" ] || exit 0; p=$(cat "$d/pid"); '
     + 'case $p in ""|*[!0-9]*) exit 0 ;; esac; '
-    + 'kill -TERM -- "-$p" 2>/dev/null; i=0; '
-    + 'while kill -0 -- "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
-    + 'kill -KILL -- "-$p" 2>/dev/null; echo 130 > "$d/status"; exit 0'
+    + 'kill -TERM "-$p" 2>/dev/null; i=0; '
+    + 'while kill -0 "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
+    + 'kill -KILL "-$p" 2>/dev/null; echo 130 > "$d/status"; exit 0'
 )
 
 ERROR_TAIL = _WORKDIR + 'tail -c 400 "$wd/tasks/$1/stderr.log" 2>/dev/null'

@@ -1,0 +1,223 @@
+"""The job engine on the real-sshd fleet: spread, verified pull, node faults, crash and resume, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgectl import Fleet as EdgeFleet
+from edgectl.jobs.executor import ExecOptions
+from edgectl.jobs.model import JobState
+from edgectl.jobs.service import Jobs
+from tests.cli import run_cli
+from tests.fleet import Fleet
+from tests.test_fleet_view import make_home
+
+pytestmark = pytest.mark.fleet
+
+FAST = ExecOptions(op_timeout=5.0, lease=4.0, poll_max=0.5)
+
+
+def make_inputs(directory: Path, count: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"in{i:03d}.txt"
+        path.write_text(f"input number {i}\n" * (i + 1))
+        paths.append(path)
+    return paths
+
+
+def expected_output(path: Path) -> bytes:
+    return path.read_text().upper().encode()
+
+
+def check_results(home: Path, job_id: str, inputs: list[Path]) -> None:
+    """Every input's output stored once, verified, and nothing else in the directory."""
+    directory = home / "results" / job_id
+    names = sorted(p.name for p in directory.iterdir())
+    wanted = sorted(f"{p.stem}.up" for p in inputs)
+    assert names == sorted([*wanted, "manifest.json"])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert sorted(f["name"] for f in manifest["files"]) == wanted  # once each
+    for entry in manifest["files"]:
+        data = (directory / entry["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    for path in inputs:
+        assert (directory / f"{path.stem}.up").read_bytes() == expected_output(path)
+
+
+UPPER = "tr a-z A-Z < {input} > out/{stem}.up"
+
+
+def test_forty_inputs_spread_over_the_fleet_each_result_once(fleet: Fleet, tmp_path: Path) -> None:
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 40)
+    result = run_cli(
+        home,
+        "job",
+        "submit",
+        "script",
+        str(tmp_path / "inputs"),
+        "--on",
+        "n*",
+        "--run",
+        UPPER,
+        "--wait",
+        "--json",
+    )
+    assert result.exit_status == 0, result.stderr
+    document = result.json
+    assert document["state"] == "done"
+    check_results(home, document["id"], inputs)
+    used = {t["node"] for t in document["tasks"]}
+    assert len(used) >= 3, used  # spread, not piled on one node
+    assert sum(len(t["inputs"]) for t in document["tasks"]) == 40
+    # The remote task directories are cleaned up.
+    for node in fleet.nodes:
+        assert not list((Path(node.workdir) / "tasks").glob("t*"))
+    shown = run_cli(home, "job", "show", document["id"][:12], "--json").json
+    assert shown["id"] == document["id"]
+    listed = run_cli(home, "job", "results", document["id"], "--json").json
+    assert len(listed["files"]) == 40
+
+
+def test_failing_command_fails_on_two_nodes_with_both_reasons(fleet: Fleet, tmp_path: Path) -> None:
+    home = make_home(tmp_path, fleet)
+    make_inputs(tmp_path / "inputs", 1)
+    result = run_cli(
+        home,
+        "job",
+        "submit",
+        "script",
+        str(tmp_path / "inputs"),
+        "--on",
+        "n*",
+        "--run",
+        "echo broken-on-purpose >&2; exit 3",
+        "--wait",
+        "--json",
+    )
+    assert result.exit_status == 7
+    [task] = result.json["tasks"]
+    assert task["state"] == "failed"
+    assert len({a["node"] for a in task["attempts"]}) == 2
+    assert task["error"].count("exit status 3") == 2 and "broken-on-purpose" in task["error"]
+
+
+def test_hung_node_mid_job_and_the_job_still_completes(fleet_factory, tmp_path: Path) -> None:
+    fleet = fleet_factory(3)
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 24)
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit(
+        "script", [str(tmp_path / "inputs")], selector="n*", params={"run": "sleep 0.3; " + UPPER}
+    )
+    stopped: list[psutil.Process] = []
+
+    def hang_node() -> None:
+        # The listener and every session process it forked: open connections hang too.
+        listener = psutil.Process(fleet.pids[0])
+        for process in [listener, *listener.children(recursive=True)]:
+            if process.name() == "sshd" or process.pid == listener.pid:
+                process.suspend()
+                stopped.append(process)
+
+    stopper = threading.Timer(1.0, hang_node)
+    stopper.start()
+    started = time.monotonic()
+    try:
+        state = jobs.run(job.id, options=FAST)
+    finally:
+        stopper.cancel()
+        for process in stopped:
+            process.resume()
+    assert state == JobState.DONE
+    assert time.monotonic() - started < 60
+    check_results(home, job.id, inputs)
+    events = " ".join(e["text"] for e in jobs.logs(job.id))
+    assert "n01" in events and ("lost" in events or "taken back" in events)
+
+
+def _ps_args(user: str) -> list[str]:
+    out = subprocess.run(["ps", "-u", user, "-o", "args="], capture_output=True, text=True)
+    return out.stdout.splitlines()
+
+
+def test_controller_killed_mid_job_then_resume_loses_and_doubles_nothing(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 40)
+    env = {**os.environ, "EDGECTL_HOME": str(home)}
+    submit = [
+        sys.executable,
+        "-m",
+        "edgectl",
+        "job",
+        "submit",
+        "script",
+        str(tmp_path / "inputs"),
+        "--on",
+        "n*",
+        "--run",
+        "sleep 0.4; " + UPPER,
+        "--wait",
+        "--json",
+    ]
+    proc = subprocess.Popen(submit, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    ledger = Jobs(EdgeFleet(home))
+    [job] = ledger.list_jobs()
+    assert job["state"] in ("running", "queued")
+    result = run_cli(home, "job", "resume", job["id"], "--json")
+    assert result.exit_status == 0, result.stderr
+    assert result.json["state"] == "done"
+    check_results(home, job["id"], inputs)
+    leftovers = list((home / "results" / job["id"]).glob(".*"))
+    assert leftovers == []
+
+
+def test_cancel_leaves_no_process_on_any_node(fleet: Fleet, tmp_path: Path) -> None:
+    home = make_home(tmp_path, fleet)
+    make_inputs(tmp_path / "inputs", 8)
+    marker = f"edgectl-cancel-{os.getpid()}"
+    result = run_cli(
+        home,
+        "job",
+        "submit",
+        "script",
+        str(tmp_path / "inputs"),
+        "--on",
+        "n*",
+        "--run",
+        f"sleep 300 # {marker}",
+    )
+    assert result.exit_status == 0, result.stderr
+    job_id = result.stdout.strip()
+    user = fleet.nodes[0].user or ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("sleep 300" in a for a in _ps_args(user)):
+        time.sleep(0.2)
+    assert any("sleep 300" in a for a in _ps_args(user)), "the tasks never started"
+    cancelled = run_cli(home, "job", "cancel", job_id)
+    assert cancelled.exit_status == 0, cancelled.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any("sleep 300" in a for a in _ps_args(user)):
+        time.sleep(0.2)
+    assert not any("sleep 300" in a for a in _ps_args(user))
+    document = run_cli(home, "job", "show", job_id, "--json").json
+    assert document["state"] == "cancelled"
+    assert {t["state"] for t in document["tasks"]} <= {"cancelled", "done"}
