@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openssh-server openssh-client tesseract-ocr tesseract-ocr-eng
-              tesseract-ocr-chi-sim tesseract-ocr-osd fonts-wqy-zenhei parallel tmux)
+              tesseract-ocr-chi-sim tesseract-ocr-osd fonts-wqy-zenhei parallel rsync tmux)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
