@@ -83,6 +83,19 @@ def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:
         env.stdout.write(f"{key.ljust(width)}  {shown}\n")
 
 
+@contextmanager
+def _rich_bar(env: Environment, label: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A transient rich bar on stderr; yields its `update(**fields)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=env.stderr, no_color=not env.colour, force_terminal=True)
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda **fields: bar.update(task, **fields)
+
+
 def progress_factory(
     env: Environment, label: str, threshold: int = 5
 ) -> Callable[[int], AbstractContextManager[Callable[[str], None]]] | None:
@@ -95,26 +108,8 @@ def progress_factory(
         if total <= threshold:
             yield lambda name: None
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        console = Console(file=env.stderr, no_color=not env.colour, force_terminal=True)
-        with Progress(
-            TextColumn(label),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task(label, total=total)
-            yield lambda name: progress.advance(task)
+        with _rich_bar(env, label, total) as update:
+            yield lambda name: update(advance=1)
 
     return bar
 
@@ -125,21 +120,5 @@ def count_progress(env: Environment, label: str) -> Iterator[Callable[[int, int]
     if not env.stderr_isatty:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(file=env.stderr, no_color=not env.colour, force_terminal=True)
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    with _rich_bar(env, label, None) as update:
+        yield lambda done, total: update(completed=done, total=total)
