@@ -83,6 +83,11 @@ def submit(
     wait: bool = typer.Option(
         False, "--wait", help="Run it here and wait for the end (default: run in the background)."
     ),
+    remote_path: list[str] = typer.Option(
+        [],
+        "--remote-path",
+        help="Glob of files already on the nodes: processed where they lie (repeatable).",
+    ),
     run_command: str | None = typer.Option(
         None, "--run", help="script: the command per input, with {input}, {name}, {stem}."
     ),
@@ -104,7 +109,13 @@ def submit(
         params["files"] = [str(f) for f in files]
     jobs = _jobs(state)
     job = jobs.submit(
-        kind, inputs or [], selector=on, priority=priority, after=after, params=params
+        kind,
+        inputs or [],
+        selector=on,
+        priority=priority,
+        after=after,
+        params=params,
+        remote_paths=remote_path,
     )
     if wait:
         _run_and_report(state, job.id, as_json, forks, accept_new)

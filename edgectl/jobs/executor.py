@@ -170,10 +170,7 @@ class Executor:
                 )
                 if task is not None:
                     queued.remove(task)
-                elif self.pending:
-                    # Guided self-scheduling: chunks shrink as the remaining inputs shrink.
-                    size = max(1, math.ceil(len(self.pending) / (2 * total_slots)))
-                    chunk, self.pending = self.pending[:size], self.pending[size:]
+                elif chunk := self._take_chunk(slot.node.name, total_slots):
                     task = Task(id=new_id("t"), job_id=self.job.id, inputs=chunk)
                     self.tasks[task.id] = task
                     self.new_tasks.append(task)
@@ -182,6 +179,61 @@ class Executor:
                 self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
                 slot.active.add(task.id)
                 self._spawn(self._start(task, slot))
+
+    def _may_run(self, task: Task, node: str) -> bool:
+        """A queued task may go to a node it has not failed on and whose data it needs."""
+        if any(
+            a.node == node and a.error and not a.error.startswith("node lost")
+            for a in task.attempts
+        ):
+            return False
+        return all(i.get("node") in (None, node) for i in task.inputs)
+
+    def _strand(self) -> None:
+        """Fail the data-local work whose node is gone: no other node has its data."""
+        gone = {name for name, slot in self.nodes.items() if slot.lost}
+        for item in [
+            i
+            for i in self.pending
+            if i.get("node") and (i["node"] in gone or i["node"] not in self.nodes)
+        ]:
+            self.pending.remove(item)
+            error = f"its data is on {item['node']}, which is not reachable"
+            task = Task(
+                id=new_id("t"),
+                job_id=self.job.id,
+                inputs=[item],
+                state=TaskState.FAILED,
+                error=error,
+            )
+            self.tasks[task.id] = task
+            self.new_tasks.append(task)
+        for task in self.tasks.values():
+            pinned = {str(i["node"]) for i in task.inputs if i.get("node")}
+            if task.state == TaskState.QUEUED and pinned and pinned & gone:
+                self._set(
+                    task,
+                    state=TaskState.FAILED,
+                    error=f"its data is on {', '.join(sorted(pinned))}, which is not reachable",
+                )
+
+    def _take_chunk(self, node: str, total_slots: int) -> list[dict[str, Any]]:
+        """The next inputs for a free slot of `node`: its own data first, never another node's.
+
+        Guided self-scheduling: a chunk is the remaining inputs over twice the slots, so
+        chunks shrink as the work runs out and the tail stays short. An input that already
+        lives on a node (`node` set, `--remote-path`) is only ever given to that node.
+        """
+        mine = [i for i in self.pending if i.get("node") == node]
+        free = [i for i in self.pending if not i.get("node")]
+        candidates = mine or free
+        if not candidates:
+            return []
+        size = max(1, math.ceil(len(candidates) / (2 * total_slots)))
+        chunk = candidates[:size]
+        taken = {id(i) for i in chunk}
+        self.pending = [i for i in self.pending if id(i) not in taken]
+        return chunk
 
     def _spawn(self, coroutine: Any) -> None:
         worker = asyncio.ensure_future(coroutine)
@@ -475,6 +527,7 @@ class Executor:
                 if self._cancel_requested():
                     await self._cancel_all()
                     break
+            self._strand()
             self._place()
             self._due_polls()
             if now - self.last_flush >= self.options.flush_interval:

@@ -26,6 +26,14 @@ def input_names(paths: Sequence[str]) -> list[str]:
     return [base if seen[base] == 1 else f"{i:06d}-{base}" for i, base in enumerate(bases)]
 
 
+def input_path(item: dict[str, Any], files: dict[str, Path | bytes]) -> str:
+    """Where an input is on the node: in/NAME once uploaded, or where it already lives."""
+    if item.get("remote"):
+        return str(item["remote"])
+    files[item["name"]] = Path(item["path"])
+    return f"in/{item['name']}"
+
+
 @dataclass
 class TaskPayload:
     """What one task sends to its node: files for in/, the run.sh script, extra runners."""
@@ -75,11 +83,10 @@ class ScriptKind(Kind):
             files[Path(extra).name] = Path(extra)
         for item in inputs:
             name = item["name"]
-            files[name] = Path(item["path"])
             stem = name.rsplit(".", 1)[0] if "." in name else name
             command = (
                 params["run"]
-                .replace("{input}", shlex.quote(f"in/{name}"))
+                .replace("{input}", shlex.quote(input_path(item, files)))
                 .replace("{name}", shlex.quote(name))
                 .replace("{stem}", shlex.quote(stem))
             )

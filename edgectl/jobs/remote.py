@@ -28,7 +28,7 @@ _WORKDIR = 'wd=$1; shift; case $wd in "~") wd=$HOME ;; "~/"*) wd=$HOME/${wd#"~/"
 START = (
     _WORKDIR
     + 'd=$wd/tasks/$1; mkdir -p "$d" && cd "$d" && tar xf - || exit 91; '
-    + "if ! sha256sum -c inputs.sha256 >/dev/null 2>&1; then echo 'input checksum mismatch' >&2; exit 90; fi; "
+    + "if [ -s inputs.sha256 ] && ! sha256sum -c inputs.sha256 >/dev/null 2>&1; then echo 'input checksum mismatch' >&2; exit 90; fi; "
     # The runner is its own session and process group (setsid), so it survives this exec and
     # `job cancel` can kill the group; its pid is written before this exec returns.
     + "setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & p=$!; echo $p > pid; echo pid=$p; "
@@ -67,6 +67,15 @@ KILL = (
     + 'kill -TERM "-$p" 2>/dev/null; i=0; '
     + 'while kill -0 "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
     + 'kill -KILL "-$p" 2>/dev/null; echo 130 > "$d/status"; exit 0'
+)
+
+# Files matching each glob (the user's pattern, expanded by the node's shell without word
+# splitting), as `size<TAB>absolute path`; relative patterns start in the home directory.
+LIST = (
+    _WORKDIR
+    + 'cd "$HOME" || exit 1; IFS=; for g in "$@"; do for f in $g; do '
+    + 'if [ -f "$f" ] && [ ! -h "$f" ]; then case $f in /*) p=$f ;; *) p=$HOME/$f ;; esac; '
+    + 'printf \'%s\\t%s\\n\' "$(wc -c < "$f" | tr -d \' \')" "$p"; fi; done; done'
 )
 
 ERROR_TAIL = _WORKDIR + 'tail -c 400 "$wd/tasks/$1/stderr.log" 2>/dev/null'

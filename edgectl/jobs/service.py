@@ -103,22 +103,29 @@ class Jobs:
         priority: int = 0,
         after: Sequence[str] = (),
         params: dict[str, Any] | None = None,
+        remote_paths: Sequence[str] = (),
     ) -> Job:
-        """Check and store a new job (it runs on `run` or in the background)."""
+        """Check and store a new job (it runs on `run` or in the background).
+
+        `remote_paths` are globs of files already on the selected nodes: they are listed
+        now (one exec per node) and each is processed where it lies, never uploaded.
+        """
         handler = get_kind(kind)
         params = dict(params or {})
         handler.check(params)
-        paths = expand_inputs(inputs)
-        if not paths:
-            raise UsageError("no inputs given")
-        self.fleet.nodes(selector)  # a selector that matches nothing is refused now, not later
+        paths = expand_inputs(inputs) if inputs else []
+        nodes = self.fleet.nodes(selector)  # a selector that matches nothing is refused now
+        remote = self._list_remote(nodes, remote_paths) if remote_paths else []
+        if not paths and not remote:
+            raise UsageError("no inputs given (files, directories, globs or --remote-path)")
         for dependency in after:
             self.ledger.load(dependency)
         names = input_names([str(p) for p in paths])
-        params["inputs"] = [
+        local = [
             {"name": name, "path": str(p), "size": p.stat().st_size}
             for name, p in zip(names, paths, strict=True)
         ]
+        params["inputs"] = local + remote
         job = Job(
             id=new_id("j"),
             kind=kind,
@@ -131,6 +138,47 @@ class Jobs:
         self.fleet.store.ensure_home()
         self.ledger.create(job, [])
         return job
+
+    def _list_remote(self, nodes: list[Node], patterns: Sequence[str]) -> list[dict[str, Any]]:
+        """Files matching the globs on each node: {name, remote, node, size}."""
+        import asyncio
+
+        from edgectl.jobs import remote
+
+        async def list_all() -> dict[str, Any]:
+            async with self.fleet.pool(30.0) as pool:
+
+                async def one(node: Node, conn: Any) -> Any:
+                    return await conn.run(
+                        remote.sh(remote.LIST, node.workdir, *patterns),
+                        timeout=60.0,
+                        max_output=64 << 20,
+                    )
+
+                return await pool.run_all(nodes, one)
+
+        found: list[dict[str, Any]] = []
+        outcomes = asyncio.run(list_all())
+        for node in nodes:
+            outcome = outcomes[node.name]
+            if not hasattr(outcome, "stdout_text"):
+                raise UsageError(f"cannot list --remote-path on {node.name}: {outcome}")
+            for line in outcome.stdout_text.splitlines():
+                size, _, path = line.partition("\t")
+                if size.isdigit() and path.startswith("/"):
+                    base = Path(path).name
+                    found.append(
+                        {
+                            "name": f"{node.name}__{base}",
+                            "remote": path,
+                            "node": node.name,
+                            "size": int(size),
+                        }
+                    )
+        names = input_names([i["name"] for i in found])
+        for item, name in zip(found, names, strict=True):
+            item["name"] = name
+        return found
 
     def start_background(self, job_id: str) -> int:
         """Run the job in a detached edgectl process (it outlives this one); return its pid."""
