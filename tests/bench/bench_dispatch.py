@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edgectl import Fleet as EdgeFleet  # noqa: E402
-from tests.fleet import running_fleet  # noqa: E402
+from edgectl import Fleet as EdgeFleet
+from tests.fleet import running_fleet
 
 
 def ssh_config(fleet, directory: Path) -> Path:
@@ -61,9 +61,27 @@ def run_parallel(fleet, config: Path, inputs: Path, work: Path, slots: int) -> f
     names = sorted(p.name for p in out.iterdir())
     started = time.perf_counter()
     subprocess.run(
-        ["parallel", "--will-cite", "--ssh", f"ssh -F {config}", "-S", logins, "--workdir", "...",
-         "--transferfile", "{}", "--return", "{.}.up", "--cleanup", "tr a-z A-Z < {} > {.}.up", ":::", *names],
-        cwd=out, check=True, stdout=subprocess.DEVNULL,
+        [
+            "parallel",
+            "--will-cite",
+            "--ssh",
+            f"ssh -F {config}",
+            "-S",
+            logins,
+            "--workdir",
+            "...",
+            "--transferfile",
+            "{}",
+            "--return",
+            "{.}.up",
+            "--cleanup",
+            "tr a-z A-Z < {} > {.}.up",
+            ":::",
+            *names,
+        ],
+        cwd=out,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     elapsed = time.perf_counter() - started
     produced = len(list(out.glob("*.up")))
@@ -76,9 +94,25 @@ def run_edgectl(home: Path, inputs: Path) -> float:
     """edgectl job submit --wait over the fleet; returns wall seconds."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "edgectl", "--home", str(home), "job", "submit", "script", str(inputs),
-         "--on", "n*", "--run", "tr a-z A-Z < {input} > out/{stem}.up", "--wait", "--json"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgectl",
+            "--home",
+            str(home),
+            "job",
+            "submit",
+            "script",
+            str(inputs),
+            "--on",
+            "n*",
+            "--run",
+            "tr a-z A-Z < {input} > out/{stem}.up",
+            "--wait",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -118,9 +152,15 @@ def main() -> None:
         for node in fleet.nodes:
             subprocess.run(["ssh", "-F", str(config), "-O", "exit", node.name], capture_output=True)
     p, e = statistics.median(parallel_times), statistics.median(edge_times)
-    print(f"{args.inputs} trivial inputs over {args.nodes} loopback nodes, {args.repeats} interleaved runs each")
-    print(f"GNU parallel --sshlogin (ControlMaster)  median {p:6.2f} s   runs {', '.join(f'{t:.2f}' for t in parallel_times)}")
-    print(f"edgectl job submit --wait                median {e:6.2f} s   runs {', '.join(f'{t:.2f}' for t in edge_times)}")
+    print(
+        f"{args.inputs} trivial inputs over {args.nodes} loopback nodes, {args.repeats} interleaved runs each"
+    )
+    print(
+        f"GNU parallel --sshlogin (ControlMaster)  median {p:6.2f} s   runs {', '.join(f'{t:.2f}' for t in parallel_times)}"
+    )
+    print(
+        f"edgectl job submit --wait                median {e:6.2f} s   runs {', '.join(f'{t:.2f}' for t in edge_times)}"
+    )
     verdict = "PASS" if e / p <= 0.5 else "MISS"
     print(f"edgectl / GNU parallel = {e / p:.2f}  (target <= 0.50: {verdict})")
 
