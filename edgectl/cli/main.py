@@ -13,6 +13,7 @@ from edgectl import __version__
 from edgectl.cli import fleet as fleet_cli
 from edgectl.cli import inventory as inventory_cli
 from edgectl.cli import job as job_cli
+from edgectl.cli import provision as provision_cli
 from edgectl.cli import store as store_cli
 from edgectl.cli import top as top_cli
 from edgectl.cli.completion import SHELLS, completion_script
@@ -34,6 +35,7 @@ app.add_typer(inventory_cli.app, name="inventory")
 app.add_typer(store_cli.app, name="store")
 app.add_typer(job_cli.app, name="job")
 fleet_cli.register(app)
+provision_cli.register(app)
 app.command()(top_cli.top)
 
 
