@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgectl.cli import render
+from edgectl.cli import onboard, render
 from edgectl.cli.completion import complete_group, complete_node, complete_selector
 from edgectl.cli.state import get_state
 from edgectl.errors import UsageError
@@ -245,3 +245,6 @@ def export(
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(output)
     render.note(state.env, f"wrote {output}")
+
+
+onboard.register(app)
