@@ -1,0 +1,407 @@
+"""The dispatcher: scheduler state driven by events, deciding what each free slot runs.
+
+The executor and the simulator drive it the same way: tell it about nodes after each
+probe (`update_nodes`), add jobs, ask `assign(now)` for work whenever a slot may be free,
+and report what happened to each task. It never reads a clock, touches a file or draws
+a random number, so the same calls always give the same decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import partial
+
+from edgectl.inventory.selectors import parse_selector
+from edgectl.scheduler import explain as explaining
+from edgectl.scheduler.filters import disk_need, inventory_node
+from edgectl.scheduler.model import (
+    Assignment,
+    Explanation,
+    JobSpec,
+    JobStatus,
+    NodeState,
+    Plan,
+    TaskSpec,
+    TaskStatus,
+)
+from edgectl.scheduler.planning import (
+    NodeView,
+    Placement,
+    cut_chunk,
+    fits_disk,
+    list_schedule,
+    make_pool,
+    probe_picks,
+)
+from edgectl.scheduler.rates import background_load
+from edgectl.scheduler.speculation import (
+    Straggler,
+    copy_seconds,
+    critical,
+    pick_duplicate,
+    soonest_copy,
+)
+from edgectl.scheduler.state import ChunkRecord, JobRecord, SchedulerState, TaskRecord
+
+
+class Dispatcher(SchedulerState):
+    """Places tasks on nodes as events arrive; see the module docstring for the protocol."""
+
+    # ---- events -------------------------------------------------------------------------
+
+    def update_nodes(self, nodes: Iterable[NodeState], now: float) -> None:
+        """Take the latest facts of some nodes; call right after a probe round."""
+        for state in nodes:
+            lost_at = self._lost.get(state.name)
+            if lost_at is not None and state.reachable and (state.probed_at or 0) > lost_at:
+                del self._lost[state.name]
+            running = sum(
+                1 for c in self._chunks.get(state.name, []) if self._started(c) is not None
+            )
+            self._background[state.name] = background_load(state.load1, running)
+            self._nodes[state.name] = state
+            self._records[state.name] = inventory_node(state)
+        self._job_reasons.clear()
+
+    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
+        """Queue a job and its tasks; a bad selector raises UsageError, a clash ValueError."""
+        if job.id in self._jobs:
+            raise ValueError(f"job {job.id!r} was already added")
+        for task in tasks:
+            if task.job_id != job.id:
+                raise ValueError(f"task {task.id!r} belongs to job {task.job_id!r}, not {job.id!r}")
+            if task.id in self._tasks:
+                raise ValueError(f"task {task.id!r} was already added")
+        selector = parse_selector(job.selector)
+        record = JobRecord(job, len(self._jobs), selector, [t.id for t in tasks], JobStatus.WAITING)
+        self._jobs[job.id] = record
+        for task in tasks:
+            priority = job.priority if task.priority is None else task.priority
+            self._tasks[task.id] = TaskRecord(task, len(self._tasks), priority)
+            self.total_work += task.work
+        self._refresh_jobs()
+
+    def job_done(self, job_id: str) -> None:
+        """Record a job as done elsewhere (say, in an earlier run), releasing jobs after it."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            self._external_done.add(job_id)
+        elif job.status is not JobStatus.FAILED:
+            job.status = JobStatus.DONE
+        self._refresh_jobs()
+
+    def task_started(self, task_id: str, node: str, now: float) -> None:
+        """The task began computing on the node (after its inputs arrived)."""
+        task = self._tasks[task_id]
+        if node in task.attempts:
+            task.attempts[node] = now
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """A task ended well after `seconds` of computing; return nodes whose copies to cancel."""
+        task = self._tasks[task_id]
+        if node not in task.attempts:
+            return []
+        self._drop_attempt(task, node, now)
+        if task.status is not TaskStatus.RUNNING:
+            return []  # a copy already won
+        self.rates.observe(
+            node, task.spec.work if work is None else work, seconds, self._share(node)
+        )
+        self._fail_streak[node] = 0
+        losers = sorted(task.attempts)
+        for other in losers:
+            self._learn_from_loser(task, other, now)
+            self._drop_attempt(task, other, now)
+        task.status = TaskStatus.DONE
+        self.done_work += task.spec.work
+        self._task_final(task)
+        return losers
+
+    def task_failed(self, task_id: str, node: str, reason: str, now: float) -> TaskStatus:
+        """A task failed on a node: retry it elsewhere, or fail it after two nodes failed it."""
+        task = self._tasks[task_id]
+        if node not in task.attempts or task.status is not TaskStatus.RUNNING:
+            return task.status
+        self._drop_attempt(task, node, now)
+        task.failures[node] = reason
+        streak = self._fail_streak.get(node, 0) + 1
+        self._fail_streak[node] = streak
+        if streak >= self.config.exclude_after_failures:
+            self._excluded[node] = f"{streak} failed tasks in a row, last: {reason}"
+        if task.attempts:
+            return task.status  # a copy still runs elsewhere
+        if len(task.failures) >= 2:
+            task.status = TaskStatus.FAILED
+            self._task_final(task)
+        else:
+            task.status = TaskStatus.QUEUED
+        return task.status
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """The node is gone: its running tasks go back to the queue; return their ids."""
+        requeued = []
+        for chunk in self._chunks.pop(node, []):
+            for task_id in chunk.task_ids:
+                task = self._tasks[task_id]
+                task.attempts.pop(node, None)
+                if task.status is TaskStatus.RUNNING and not task.attempts:
+                    task.status = TaskStatus.QUEUED
+                    requeued.append(task_id)
+        self._lost[node] = now
+        return requeued
+
+    # ---- decisions ----------------------------------------------------------------------
+
+    def assign(self, now: float) -> list[Assignment]:
+        """Work for the free slots: probe tasks, planned chunks, then speculative copies."""
+        if not self._any_free_slot(now):
+            return []
+        views = self._views(now)
+        free = {name: view.free for name, view in views.items() if view.free}
+        if not free:
+            return []
+        candidates = self._ready(views, now)
+        assignments = []
+        urgent: list[Straggler] = []
+        if self.config.duplicates:
+            running = self._stragglers(views, now)
+            urgent = critical(views, candidates, running, self.config.tail_margin)
+        early = [s for s in urgent if s.late or s.blocks_job]
+        if early:
+            # These copies take a slot from queued work: they may spend only part of the
+            # budget, the rest is kept for the tail, where idle slots make copies cheap.
+            done = self.done_work / self.total_work if self.total_work else 1.0
+            share = max(self.config.early_copy_share, done)
+            assignments += self._speculate(views, free, list(free), early, now, share)
+        for name, pick in probe_picks(views, free, candidates):
+            assignments.append(self._dispatch(name, [pick.task], now, views[name].rate))
+            free[name] -= 1
+        taken = {task_id for a in assignments for task_id in a.task_ids}
+        candidates = [c for c in candidates if c.task.id not in taken]
+        extra: dict[str, list[float]] = {}
+        for a in assignments:
+            extra.setdefault(a.node, []).append(self._chunk_end(self._chunks[a.node][-1]))
+        pools = {
+            name: make_pool(view, now, extra.get(name, ()))
+            for name, view in views.items()
+            if not view.reasons
+        }
+        capacity = sum(len(p.avail) * p.rate for p in pools.values())
+        remaining = sum(c.task.work for c in candidates)
+        target = remaining / capacity / self.config.chunk_divisor if capacity > 0 else 0.0
+        placements, _ = list_schedule(
+            candidates, pools, self.config.transfer_s_per_byte, horizon=now + target
+        )
+        # Slots 0..free-1 of each pool are the ones free now.
+        sequences: dict[tuple[str, int], list[Placement]] = {}
+        for placed in placements:
+            if placed.slot < free.get(placed.node, 0):
+                sequences.setdefault((placed.node, placed.slot), []).append(placed)
+        for (name, _slot), sequence in sorted(sequences.items()):
+            chunk = self._fit_disk(cut_chunk(sequence, now, target), views[name])
+            if chunk:
+                tasks = [p.task for p in chunk]
+                assignments.append(self._dispatch(name, tasks, now, views[name].plan_rate))
+                free[name] -= 1
+                taken.update(p.task.id for p in chunk)
+        if self.config.duplicates:
+            # The tail: slots left idle because nothing queued may run there.
+            wanted = {n for c in candidates if c.task.id not in taken for n in c.nodes}
+            idle = [n for n, count in free.items() if count and n not in wanted]
+            copied = {a.task_ids[0] for a in assignments if a.duplicate_of}
+            urgent = [s for s in urgent if s.task.id not in copied]
+            if idle and urgent:
+                assignments += self._speculate(views, free, idle, urgent, now)
+        return assignments
+
+    def plan(self, now: float) -> Plan:
+        """A dry run: every queued task placed, jobs after others once those are planned."""
+        views = self._views(now)
+        placements, unplaceable, _ = self._full_plan(views, now)
+        return Plan(
+            now,
+            [self._planned(p, now) for p in placements],
+            unplaceable,
+            self._makespan(views, placements, now),
+        )
+
+    def explain(self, now: float, job_id: str | None = None) -> Explanation:
+        """Per node, why it is chosen or rejected and its score parts; per job, its state."""
+        views = self._views(now)
+        placements, unplaceable, refusals = self._full_plan(views, now)
+        jobs = [self._jobs[job_id]] if job_id is not None else list(self._jobs.values())
+        open_jobs = [j for j in jobs if j.status in (JobStatus.READY, JobStatus.WAITING)]
+        job_reasons_by_node = {
+            name: {j.spec.id: self._reasons_for(j, name) for j in open_jobs} for name in views
+        }
+        return explaining.build(
+            now,
+            views,
+            [p for p in placements if job_id is None or p.task.job_id == job_id],
+            job_reasons_by_node,
+            refusals,
+            [self._job_explanation(j) for j in jobs],
+            unplaceable,
+            self._makespan(views, placements, now),
+            self.config.transfer_s_per_byte,
+        )
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _learn_from_loser(self, task: TaskRecord, node: str, now: float) -> None:
+        """Learn from an attempt a copy beat: its node is slower than we thought."""
+        # Take the attempt as needing as long again as its overrun, as `remaining_time`
+        # predicts; before its expected time it may yet have been on time: learn nothing.
+        started = task.attempts.get(node)
+        chunk = next((c for c in self._chunks.get(node, []) if c.task_ids[0] == task.spec.id), None)
+        if started is None or chunk is None or now <= started:
+            return
+        elapsed = now - started
+        expected_then = chunk.expected_s.get(task.spec.id, elapsed)
+        if elapsed > expected_then:
+            total = 2 * elapsed - expected_then
+            self.rates.observe(node, task.spec.work, total, self._share(node))
+
+    def _speculate(
+        self,
+        views: dict[str, NodeView],
+        free: dict[str, int],
+        nodes: list[str],
+        stragglers: list[Straggler],
+        now: float,
+        cap_share: float = 1.0,
+    ) -> list[Assignment]:
+        """Copies of stragglers for free slots of `nodes`, within `cap_share` of the budget."""
+        assignments: list[Assignment] = []
+        step = self.config.transfer_s_per_byte
+        best = {s.task.id: soonest_copy(s, views, free, now, step) for s in stragglers}
+        for name in sorted(nodes, key=lambda n: (-views[n].plan_rate, n)):
+            view = views[name]
+            while free.get(name) and stragglers:
+                cap = cap_share * self.config.duplicate_work_cap * self.total_work
+                budget = cap - self.duplicated_work
+                choice = pick_duplicate(
+                    stragglers,
+                    view.plan_rate,
+                    view.has_inputs,
+                    self.config.transfer_s_per_byte,
+                    partial(self._copy_allowed, name, view, best),
+                    budget,
+                    self.config.duplicate_gain,
+                )
+                if choice is None:
+                    break
+                straggler, _ = choice
+                stragglers.remove(straggler)
+                self.duplicated_work += straggler.task.work
+                if view.disk_left is not None:
+                    view.disk_left -= disk_need(straggler.task, view.has_inputs)
+                copy = self._dispatch(name, [straggler.task], now, view.plan_rate, straggler.node)
+                assignments.append(copy)
+                free[name] -= 1
+        return assignments
+
+    def _copy_allowed(
+        self, node: str, view: NodeView, best: dict[str, float], spec: TaskSpec
+    ) -> bool:
+        """Whether the node may take a copy now (no busy node would end it much sooner)."""
+        task = self._tasks[spec.id]
+        job = self._jobs[spec.job_id]
+        if self._reasons_for(job, node) or not self._may_run(task, node):
+            return False
+        if not fits_disk(spec, view):
+            return False
+        step = self.config.transfer_s_per_byte
+        return copy_seconds(spec, view, step) <= (1 + self.config.duplicate_gain) * best[spec.id]
+
+    def _fit_disk(self, chunk: list[Placement], view: NodeView) -> list[Placement]:
+        """Cut a chunk to what fits on the node's disk; reserve it."""
+        if view.disk_left is None:
+            return chunk
+        kept: list[Placement] = []
+        for placed in chunk:
+            need = disk_need(placed.task, view.has_inputs)
+            if need > view.disk_left:
+                break
+            view.disk_left -= need
+            kept.append(placed)
+        return kept
+
+    def _dispatch(
+        self,
+        node: str,
+        tasks: list[TaskSpec],
+        now: float,
+        rate: float,
+        duplicate_of: str | None = None,
+    ) -> Assignment:
+        has_inputs = self._nodes[node].has_inputs
+        pushed = sum(disk_need(t, has_inputs) - t.output_bytes for t in tasks)
+        chunk = ChunkRecord(
+            node=node,
+            task_ids=[t.id for t in tasks],
+            since=now,
+            transfer_s=pushed * self.config.transfer_s_per_byte,
+            bytes=sum(disk_need(t, has_inputs) for t in tasks),
+            dispatched=now,
+            expected_s={t.id: t.work / rate for t in tasks},
+            measured=self.rates.observed(node) is not None,
+            duplicate_of=duplicate_of,
+        )
+        self._chunks.setdefault(node, []).append(chunk)
+        for spec in tasks:
+            task = self._tasks[spec.id]
+            task.status = TaskStatus.RUNNING
+            task.attempts[node] = None
+        return Assignment(node, tuple(chunk.task_ids), duplicate_of)
+
+    @staticmethod
+    def _chunk_end(chunk: ChunkRecord) -> float:
+        return chunk.since + chunk.transfer_s + sum(chunk.expected_s.values())
+
+    def _drop_attempt(self, task: TaskRecord, node: str, now: float) -> None:
+        """Remove a task from the node's chunk; a chunk with nothing left frees its slot."""
+        task.attempts.pop(node, None)
+        chunks = self._chunks.get(node, [])
+        for chunk in chunks:
+            if task.spec.id in chunk.task_ids:
+                if chunk.task_ids[0] == task.spec.id:
+                    chunk.since, chunk.transfer_s = now, 0.0
+                chunk.task_ids.remove(task.spec.id)
+                if not chunk.task_ids:
+                    chunks.remove(chunk)
+                return
+
+    def _task_final(self, task: TaskRecord) -> None:
+        job = self._jobs[task.spec.job_id]
+        states = [self._tasks[t].status for t in job.task_ids]
+        if all(s in (TaskStatus.DONE, TaskStatus.FAILED) for s in states):
+            failed = [t for t in job.task_ids if self._tasks[t].status is TaskStatus.FAILED]
+            if failed:
+                job.status = JobStatus.FAILED
+                job.reasons.append(f"{len(failed)} task(s) failed, first: {failed[0]}")
+            else:
+                job.status = JobStatus.DONE
+            self._refresh_jobs()
+
+    def _refresh_jobs(self) -> None:
+        """Release jobs whose `after` jobs are done; fail those after a failed one."""
+        changed = True
+        while changed:
+            changed = False
+            for job in self._jobs.values():
+                if job.status is not JobStatus.WAITING:
+                    continue
+                states = {a: self._dependency_status(a) for a in job.spec.after}
+                failed = [a for a, s in states.items() if s is JobStatus.FAILED]
+                if failed:
+                    job.status, changed = JobStatus.FAILED, True
+                    job.reasons.append(f"after job {failed[0]}, which failed")
+                    for task_id in job.task_ids:
+                        self._tasks[task_id].status = TaskStatus.FAILED
+                elif all(s is JobStatus.DONE for s in states.values()):
+                    job.status, changed = JobStatus.READY, True
+                    if all(self._tasks[t].status is TaskStatus.DONE for t in job.task_ids):
+                        job.status = JobStatus.DONE  # no tasks at all

@@ -1,0 +1,415 @@
+"""A seeded discrete-event simulation of a fleet, driving the real scheduler.
+
+The fleet: nodes of 1x, 2x and 4x per-core speed, background load switching on and off
+(our tasks run niced, so background work keeps its cores and ours share the rest), one
+node slowing 5x mid-run, one node dropping out mid-run (noticed at the next probe, its
+tasks then re-placed), lognormal task costs whose estimates come from input sizes (so
+they are off by ~30%), some inputs already on nodes, a per-byte transfer cost and a
+fixed cost per dispatched chunk; both keep a slot busy without computing. Probes every
+few simulated seconds report load (background plus our running tasks) as `load1`, as a
+real probe would. The jobs: a bulk one, an urgent one (higher priority), and a German
+one after the urgent one (only nodes with `deu` may run it).
+
+The lower bound on the makespan is the latest of these, for all the work and for each
+chain of `after` jobs (a job cannot start before the jobs it comes after could end):
+- capacity: the first time at which the cumulative capacity of the nodes the work may
+  use reaches its total, a node's capacity at time t being speed x (cores - background
+  load), a fifth of that while slowed and zero once dropped (the schedule of those
+  changes is known here, not to the scheduler);
+- the longest task alone on the fastest core it may use.
+Transfers, dispatch costs and work lost on the dropped node are outside the bound, so
+they show up in makespan / bound; no schedule can beat it.
+
+Duplicated work is the work computed twice: what attempts that lost a race to a copy
+(or whose copy lost) had computed when they were cancelled, over the total work.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edgectl.scheduler import Assignment, Dispatcher, JobSpec, NodeState, SchedulerConfig, TaskSpec
+from edgectl.scheduler.baselines import RoundRobin, StaticSplit
+
+POLICIES = ("edgectl", "edgectl-nodup", "round-robin", "static-split")
+BYTES_PER_WORK = 100_000  # input bytes per unit of work: estimates come from input sizes
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SimNode:
+    """A simulated node and the schedule of what happens to it."""
+
+    name: str
+    cores: int
+    speed: float  # work units per second of one core
+    langs: frozenset[str]
+    background: tuple[tuple[float, float], ...] = ()  # (from time, cores busy) steps
+    slow_at: float | None = None
+    drop_at: float | None = None
+
+    def background_at(self, t: float) -> float:
+        """Cores busy with other work at time t."""
+        busy = 0.0
+        for start, cores in self.background:
+            if start > t:
+                break
+            busy = cores
+        return busy
+
+    def speed_at(self, t: float, slow_factor: float) -> float:
+        """Per-core speed at time t (zero once dropped)."""
+        if self.drop_at is not None and t >= self.drop_at:
+            return 0.0
+        slowed = self.slow_at is not None and t >= self.slow_at
+        return self.speed / slow_factor if slowed else self.speed
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything one simulated run needs; built from a seed by `make_scenario`."""
+
+    seed: int
+    nodes: tuple[SimNode, ...]
+    jobs: tuple[JobSpec, ...]
+    tasks: tuple[TaskSpec, ...]
+    costs: dict[str, float]  # task id -> true work (the spec's `work` is only an estimate)
+    has_inputs: dict[str, frozenset[str]]
+    s_per_byte: float = 1 / 5e6
+    dispatch_s: float = 0.5
+    probe_every_s: float = 10.0
+    slow_factor: float = 5.0
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """The outcome of one policy on one scenario."""
+
+    policy: str
+    seed: int
+    makespan: float
+    lower_bound: float
+    duplicated_work: float  # work computed twice (by attempts that lost a race) / total work
+    tasks: int
+    nodes: int
+
+    @property
+    def ratio(self) -> float:
+        """Makespan over the lower bound (1.0 would be perfect)."""
+        return self.makespan / self.lower_bound
+
+
+class Policy(Protocol):
+    """What the simulation drives: the dispatcher's event interface."""
+
+    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
+        """Facts from a probe round."""
+
+    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
+        """A job to run."""
+
+    def assign(self, now: float) -> list[Assignment]:
+        """Work for free slots."""
+        return []
+
+    def task_started(self, task_id: str, node: str, now: float) -> None:
+        """A task began computing."""
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """A task ended well; the nodes whose attempts of it to cancel."""
+        return []
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """A node is gone; the tasks put back in the queue."""
+        return []
+
+
+def make_scenario(seed: int) -> Scenario:
+    """A random fleet and job mix: 6-12 nodes, 200-600 tasks, the perturbations above."""
+    rng = random.Random(seed)
+    count = rng.randint(6, 12)
+    speeds = [1.0, 2.0, 4.0] + [rng.choice([1.0, 2.0, 4.0]) for _ in range(count - 3)]
+    rng.shuffle(speeds)
+    cores = [rng.choice([2, 4, 4, 8]) for _ in range(count)]
+    german = set(rng.sample(range(count), max(3, round(0.75 * count))))
+    n_tasks = rng.randint(200, 600)
+    costs = [rng.lognormvariate(math.log(40), 0.7) for _ in range(n_tasks)]
+    capacity = sum(s * c for s, c in zip(speeds, cores, strict=True))
+    horizon = sum(costs) / capacity  # a rough makespan, to place the perturbations
+    slow, drop = rng.sample(range(count), 2)
+    nodes = []
+    for i in range(count):
+        steps: list[tuple[float, float]] = []
+        if rng.random() < 0.4:
+            t, on = rng.uniform(0, 0.5) * horizon, True
+            while t < 3 * horizon:
+                steps.append((t, cores[i] * rng.uniform(0.25, 0.6) if on else 0.0))
+                t, on = t + rng.uniform(0.1, 0.4) * horizon, not on
+        nodes.append(
+            SimNode(
+                name=f"node{i:02d}",
+                cores=cores[i],
+                speed=speeds[i],
+                langs=frozenset({"eng", "deu"} if i in german else {"eng"}),
+                background=tuple(steps),
+                slow_at=rng.uniform(0.25, 0.6) * horizon if i == slow else None,
+                drop_at=rng.uniform(0.3, 0.7) * horizon if i == drop else None,
+            )
+        )
+    jobs = (
+        JobSpec("scan", priority=0),
+        JobSpec("urgent", priority=5),
+        JobSpec("german", priority=0, after=("urgent",), requires_langs=("deu",)),
+    )
+    tasks, truth = [], {}
+    local: dict[str, set[str]] = {node.name: set() for node in nodes}
+    for i, cost in enumerate(costs):
+        job = jobs[0] if i < 0.6 * n_tasks else jobs[1] if i < 0.85 * n_tasks else jobs[2]
+        size = int(cost * BYTES_PER_WORK * rng.lognormvariate(0, 0.3))
+        task = TaskSpec(f"t{i:04d}", job.id, {f"in{i:04d}": size}, work=size / BYTES_PER_WORK)
+        tasks.append(task)
+        truth[task.id] = cost
+        if rng.random() < 0.3:
+            local[rng.choice(nodes).name].add(f"in{i:04d}")
+    has_inputs = {name: frozenset(found) for name, found in local.items()}
+    return Scenario(seed, tuple(nodes), jobs, tuple(tasks), truth, has_inputs)
+
+
+def lower_bound(scenario: Scenario) -> float:
+    """No schedule ends sooner: the bound over all work, and over each chain of `after` jobs."""
+    ends: dict[str, float] = {}
+
+    def earliest_end(job: JobSpec) -> float:
+        """The earliest a job could end, after the jobs it comes after."""
+        if job.id not in ends:
+            start = max((earliest_end(j) for j in scenario.jobs if j.id in job.after), default=0)
+            ends[job.id] = _bound(scenario, job, start)
+        return ends[job.id]
+
+    every = _bound(scenario, None, 0.0)
+    return max([every, *(earliest_end(job) for job in scenario.jobs)])
+
+
+def _bound(scenario: Scenario, job: JobSpec | None, start: float) -> float:
+    """The earliest the work of one job (None: all jobs) could end, started at `start`."""
+    # On the nodes it may use: its capacity bound, or its longest task alone on the
+    # fastest core, whichever is later.
+    langs = set(job.requires_langs) if job else set()
+    nodes = [n for n in scenario.nodes if langs <= n.langs]
+    costs = [scenario.costs[t.id] for t in scenario.tasks if job is None or t.job_id == job.id]
+    if not costs:
+        return start
+    factor = scenario.slow_factor
+    changes = {start}
+    for node in nodes:
+        changes.update(t for t, _ in node.background if t > start)
+        changes.update(t for t in (node.slow_at, node.drop_at) if t is not None and t > start)
+    times = sorted(changes)
+    left = sum(costs)
+    for index, begin in enumerate(times):
+        rate = sum(
+            n.speed_at(begin, factor) * max(0.0, n.cores - n.background_at(begin)) for n in nodes
+        )
+        end = times[index + 1] if index + 1 < len(times) else math.inf
+        if rate > 0 and left <= rate * (end - begin):
+            capacity = begin + left / rate
+            break
+        left -= rate * (end - begin)
+    else:
+        return math.inf  # no capacity left: the job cannot end
+    fastest = max(n.speed for n in nodes if n.drop_at is None or n.drop_at > start)
+    return max(capacity, start + max(costs) / fastest)
+
+
+@dataclass
+class _Run:
+    """A chunk in one slot: set-up (dispatch + transfer) then its tasks one by one."""
+
+    node: str
+    tasks: list[str]
+    setup_left: float  # seconds
+    work_left: float = 0.0  # of the current task
+    started: float = 0.0
+
+
+@dataclass
+class _Fleet:
+    """The simulated world while a run goes on."""
+
+    scenario: Scenario
+    policy: Policy
+    runs: list[_Run] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)
+    wasted_work: float = 0.0  # computed by attempts that lost to a copy
+    specs: dict[str, TaskSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.specs = {spec.id: spec for spec in self.scenario.tasks}
+
+    def computing(self, node: str) -> int:
+        """Runs computing (not pushing inputs) on a node."""
+        return sum(1 for r in self.runs if r.node == node and r.setup_left <= 0)
+
+    def rate(self, node: SimNode, t: float) -> float:
+        """Speed of each computing task on the node: niced, sharing the free cores."""
+        running = self.computing(node.name)
+        free = max(0.0, node.cores - node.background_at(t))
+        share = min(1.0, free / running) if running else 1.0
+        return node.speed_at(t, self.scenario.slow_factor) * share
+
+    def probe(self, t: float) -> list[NodeState]:
+        """What a probe round reports at time t."""
+        return [
+            NodeState(
+                name=n.name,
+                cores=n.cores,
+                load1=n.background_at(t) + self.computing(n.name),
+                mem_available=2 * 10**9,
+                disk_free=50 * 10**9,
+                langs=n.langs,
+                reachable=n.drop_at is None or t < n.drop_at,
+                probed_at=t,
+                has_inputs=self.scenario.has_inputs[n.name],
+            )
+            for n in self.scenario.nodes
+        ]
+
+    def start(self, assignment: Assignment, t: float) -> None:
+        """A chunk starts: dispatch and push first, then its tasks."""
+        local = self.scenario.has_inputs[assignment.node]
+        pushed = sum(
+            size
+            for task_id in assignment.task_ids
+            for name, size in self.specs[task_id].inputs.items()
+            if name not in local
+        )
+        setup = self.scenario.dispatch_s + pushed * self.scenario.s_per_byte
+        run = _Run(assignment.node, list(assignment.task_ids), setup)
+        self.runs.append(run)
+        if setup <= 0:
+            self.begin(run, t)
+
+    def begin(self, run: _Run, t: float) -> None:
+        """Start computing the run's next task, or end the run."""
+        while run.tasks and run.tasks[0] in self.done:
+            run.tasks.pop(0)
+        if not run.tasks:
+            self.runs.remove(run)
+            return
+        run.work_left, run.started = self.scenario.costs[run.tasks[0]], t
+        self.policy.task_started(run.tasks[0], run.node, t)
+
+    def cancel(self, task_id: str, node: str, t: float) -> None:
+        """Drop a task from a node's run: a copy of it won elsewhere."""
+        for run in list(self.runs):
+            if run.node == node and task_id in run.tasks:
+                current = run.tasks[0] == task_id and run.setup_left <= 0
+                run.tasks.remove(task_id)
+                if current:
+                    self.wasted_work += self.scenario.costs[task_id] - run.work_left
+                    self.begin(run, t)
+                elif not run.tasks:
+                    self.runs.remove(run)
+
+
+def make_policy(name: str, scenario: Scenario) -> Policy:
+    """One of POLICIES, ready to be driven."""
+    if name in ("edgectl", "edgectl-nodup"):
+        config = SchedulerConfig(
+            max_fact_age_s=6 * scenario.probe_every_s,
+            transfer_s_per_byte=scenario.s_per_byte,
+            duplicates=name == "edgectl",
+        )
+        return Dispatcher(config)
+    if name == "round-robin":
+        return RoundRobin()
+    if name == "static-split":
+        return StaticSplit()
+    raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}")
+
+
+def simulate(scenario: Scenario, policy_name: str) -> SimResult:
+    """Run every job of the scenario to completion under one policy."""
+    policy = make_policy(policy_name, scenario)
+    fleet = _Fleet(scenario, policy)
+    nodes = {n.name: n for n in scenario.nodes}
+    t, next_probe = 0.0, scenario.probe_every_s
+    policy.update_nodes(fleet.probe(t), t)
+    for job in scenario.jobs:
+        policy.add_job(job, [s for s in scenario.tasks if s.job_id == job.id], t)
+    limit = 100 * lower_bound(scenario)
+    while len(fleet.done) < len(scenario.tasks):
+        for assignment in policy.assign(t):
+            fleet.start(assignment, t)
+        rates = {name: fleet.rate(node, t) for name, node in nodes.items()}
+        step = next_probe - t
+        for node in scenario.nodes:
+            for start, _ in node.background:
+                if start > t:
+                    step = min(step, start - t)
+                    break
+            for when in (node.slow_at, node.drop_at):
+                if when is not None and when > t:
+                    step = min(step, when - t)
+        for run in fleet.runs:
+            speed = rates[run.node]
+            if run.node in fleet.lost or speed <= 0:
+                continue
+            step = min(step, run.setup_left if run.setup_left > 0 else run.work_left / speed)
+        t += max(step, 0.0)
+        if t > limit:
+            raise RuntimeError(f"{policy_name} did not finish seed {scenario.seed}")
+        _advance(fleet, rates, step, t)
+        if t >= next_probe - _EPS:
+            next_probe = t + scenario.probe_every_s
+            policy.update_nodes(fleet.probe(t), t)
+            for node in scenario.nodes:
+                if node.drop_at is not None and t >= node.drop_at and node.name not in fleet.lost:
+                    fleet.lost.add(node.name)
+                    fleet.runs = [r for r in fleet.runs if r.node != node.name]
+                    policy.node_lost(node.name, t)
+    total = sum(scenario.costs.values())
+    return SimResult(
+        policy_name,
+        scenario.seed,
+        t,
+        lower_bound(scenario),
+        fleet.wasted_work / total,
+        len(scenario.tasks),
+        len(scenario.nodes),
+    )
+
+
+def _advance(fleet: _Fleet, rates: dict[str, float], step: float, t: float) -> None:
+    """Move every run forward by `step` seconds; handle what completes at `t`."""
+    set_up, computed = [], []
+    for run in fleet.runs:
+        speed = rates[run.node]
+        if speed <= 0:
+            continue  # a dropped node: nothing moves
+        if run.setup_left > 0:
+            run.setup_left -= step
+            if run.setup_left <= _EPS:
+                run.setup_left = 0.0
+                set_up.append(run)
+        else:
+            run.work_left -= speed * step
+            if run.work_left <= _EPS:
+                computed.append(run)
+    for run in set_up:
+        fleet.begin(run, t)
+    for run in computed:
+        if run not in fleet.runs or run.work_left > _EPS:
+            continue  # ended, or moved on, by a cancellation in this loop
+        task_id = run.tasks.pop(0)
+        fleet.done.add(task_id)
+        for loser in fleet.policy.task_finished(task_id, run.node, t - run.started, t):
+            fleet.cancel(task_id, loser, t)
+        fleet.begin(run, t)

@@ -1,0 +1,530 @@
+"""The scheduler as a pure function: filters, scores, chunks, jobs, failures, copies, explain."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from edgectl.errors import UsageError
+from edgectl.inventory.model import Node
+from edgectl.scheduler import (
+    Assignment,
+    Dispatcher,
+    JobSpec,
+    JobStatus,
+    NodeState,
+    SchedulerConfig,
+    TaskSpec,
+    TaskStatus,
+    explanation_to_dict,
+)
+from edgectl.scheduler.baselines import RoundRobin, StaticSplit
+
+NOW = 1000.0
+MB = 1_000_000
+
+
+def node(name: str, **fields: object) -> NodeState:
+    """A reachable, freshly probed node with 4 idle cores and plenty of room."""
+    base = NodeState(
+        name=name,
+        cores=4,
+        load1=0.0,
+        mem_available=4_000 * MB,
+        disk_free=100_000 * MB,
+        langs=frozenset({"eng", "deu"}),
+        probed_at=NOW,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def tasks(
+    job: str, count: int, work: float = 10.0, size: int = MB, **fields: object
+) -> list[TaskSpec]:
+    """`count` alike tasks of one job, each with its own input."""
+    return [
+        TaskSpec(f"{job}-{i:03d}", job, {f"{job}-in{i:03d}": size}, work=work, **fields)  # type: ignore[arg-type]
+        for i in range(count)
+    ]
+
+
+def dispatcher(
+    *nodes: NodeState, rates: dict[str, float] | None = None, **config: object
+) -> Dispatcher:
+    """A dispatcher that knows these nodes, with per-core rates already learned if given."""
+    d = Dispatcher(SchedulerConfig(**config))  # type: ignore[arg-type]
+    d.update_nodes(nodes, NOW)
+    for name, rate in (rates or {}).items():
+        for _ in range(5):  # a settled rate, not one noisy sample
+            d.rates.observe(name, rate, 1.0)
+    return d
+
+
+def finish(d: Dispatcher, assignment: Assignment, now: float, seconds: float = 1.0) -> float:
+    """Report every task of an assignment done, one after the other; return the end time."""
+    for task_id in assignment.task_ids:
+        d.task_started(task_id, assignment.node, now)
+        now += seconds
+        d.task_finished(task_id, assignment.node, seconds, now)
+    return now
+
+
+def verdicts(d: Dispatcher, now: float = NOW, job_id: str | None = None) -> dict[str, list[str]]:
+    """Node name -> reasons it is rejected (empty when eligible)."""
+    return {n.node: n.reasons for n in d.explain(now, job_id).nodes}
+
+
+# ---- filtering ----------------------------------------------------------------------------
+
+REJECTIONS = [
+    ("stale facts", node("n", probed_at=NOW - 1000), JobSpec("j"), {}, "facts stale"),
+    ("never probed", node("n", probed_at=None), JobSpec("j"), {}, "never probed"),
+    ("unreachable", node("n", reachable=False), JobSpec("j"), {}, "unreachable"),
+    (
+        "missing language",
+        node("n", langs=frozenset({"eng"})),
+        JobSpec("j", requires_langs=("deu",)),
+        {},
+        "missing tesseract language(s): deu",
+    ),
+    (
+        "no tesseract",
+        node("n", langs=frozenset()),
+        JobSpec("j", requires_langs=("eng",)),
+        {},
+        "no tesseract",
+    ),
+    (
+        "selector mismatch",
+        node("n", groups=("cameras",)),
+        JobSpec("j", selector="@gateways"),
+        {},
+        "selector '@gateways' does not match",
+    ),
+    (
+        "selector on a label",
+        node("n", labels={"arch": "arm64"}),
+        JobSpec("j", selector="arch=amd64"),
+        {},
+        "does not match",
+    ),
+    (
+        "memory too small",
+        node("n", mem_available=100 * MB),
+        JobSpec("j", mem_per_task=500 * MB),
+        {},
+        "memory: 100.0 MB available < 500.0 MB per task",
+    ),
+    ("disk too small", node("n", disk_free=2 * MB), JobSpec("j"), {"size": 5 * MB}, "disk:"),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "job", "task_fields", "reason"),
+    [case[1:] for case in REJECTIONS],
+    ids=[case[0] for case in REJECTIONS],
+)
+def test_a_rejected_node_says_why(
+    state: NodeState, job: JobSpec, task_fields: dict[str, int], reason: str
+) -> None:
+    ok = node("ok", groups=("gateways",), labels={"arch": "amd64"})
+    d = dispatcher(state, ok, max_fact_age_s=300)
+    d.add_job(job, tasks(job.id, 3, **task_fields), NOW)
+    why = verdicts(d)
+    assert any(reason in r for r in why["n"]), why["n"]
+    assert why["ok"] == []
+    assert all(a.node == "ok" for a in d.assign(NOW))
+
+
+def test_eligible_nodes_have_no_reasons_and_selectors_see_facts() -> None:
+    d = dispatcher(node("fast", cores=8), node("busy", cores=2, load1=1.9))
+    d.add_job(JobSpec("j", selector="cores>=4"), tasks("j", 2), NOW)
+    assert verdicts(d) == {"fast": [], "busy": ["selector 'cores>=4' does not match"]}
+
+
+def test_a_node_failing_tasks_in_a_row_is_excluded() -> None:
+    d = dispatcher(node("bad", cores=1), node("good", cores=1), exclude_after_failures=3)
+    d.add_job(JobSpec("j"), tasks("j", 6), NOW)
+    now = NOW
+    for _ in range(3):
+        for a in d.assign(now):
+            if a.node == "bad":
+                d.task_failed(a.task_ids[0], "bad", "tesseract crashed", now)
+            else:
+                now = finish(d, a, now)
+    assert "bad" in d.excluded_nodes()
+    assert any("excluded" in r for r in verdicts(d, now)["bad"])
+    assert all(a.node == "good" for a in d.assign(now))
+
+
+def test_a_success_resets_the_failure_streak() -> None:
+    d = dispatcher(node("n", cores=1), exclude_after_failures=2, extra_slots=0)
+    d.add_job(JobSpec("j"), tasks("j", 3), NOW)
+    (first,) = d.assign(NOW)
+    d.task_failed(first.task_ids[0], "n", "oops", NOW)
+    (second,) = d.assign(NOW)
+    finish(d, second, NOW)
+    (third,) = d.assign(NOW + 1)
+    d.task_failed(third.task_ids[0], "n", "oops", NOW + 1)
+    assert d.excluded_nodes() == {}
+
+
+# ---- scoring ------------------------------------------------------------------------------
+
+
+def placed_on(d: Dispatcher, task_id: str) -> str:
+    """Where the dry run puts a task."""
+    return next(p.node for p in d.plan(NOW).placements if p.task_id == task_id)
+
+
+def test_a_faster_node_is_preferred() -> None:
+    d = dispatcher(node("slow"), node("fast"), rates={"slow": 1.0, "fast": 4.0})
+    d.add_job(JobSpec("j"), tasks("j", 1, work=40), NOW)
+    assert placed_on(d, "j-000") == "fast"
+    assert [a.node for a in d.assign(NOW)] == ["fast"]
+
+
+def test_a_less_loaded_node_is_preferred() -> None:
+    d = dispatcher(node("loaded", load1=3.6), node("idle"), rates={"loaded": 1.0, "idle": 1.0})
+    d.add_job(JobSpec("j"), tasks("j", 1, work=40), NOW)
+    assert placed_on(d, "j-000") == "idle"
+
+
+def test_before_any_result_the_prior_follows_cores_and_free_load() -> None:
+    d = dispatcher(node("small", cores=2), node("big", cores=8, load1=2.0))
+    small, big = (n for n in d.explain(NOW).nodes)
+    assert (small.slots, big.slots) == (3, 7)  # free cores plus one to overlap uploads
+    assert small.rate_source == big.rate_source == "prior"
+
+
+@pytest.mark.parametrize(
+    ("local_rate", "other_rate", "expected"),
+    [
+        (1.0, 1.0, "local"),  # same speed: pushing 100 MB costs more than nothing
+        (1.0, 1.5, "local"),  # a little faster does not pay for the transfer
+        (0.05, 4.0, "other"),  # data is a saving, not a pin: a much faster node wins
+    ],
+)
+def test_data_locality_is_a_saving_not_a_pin(
+    local_rate: float, other_rate: float, expected: str
+) -> None:
+    d = dispatcher(
+        node("local", has_inputs=frozenset({"j-in000"})),
+        node("other"),
+        rates={"local": local_rate, "other": other_rate},
+        transfer_s_per_byte=1e-7,  # 10 MB/s: 10 s for the input
+    )
+    d.add_job(JobSpec("j"), tasks("j", 1, work=8, size=100 * MB), NOW)
+    assert placed_on(d, "j-000") == expected
+
+
+def test_rates_are_learned_from_finished_tasks() -> None:
+    d = dispatcher(node("a"), node("b"))
+    d.add_job(JobSpec("j"), tasks("j", 40, work=10), NOW)
+    first = d.assign(NOW)
+    assert {a.node for a in first} == {"a", "b"}  # probes on both
+    for a in first:
+        finish(d, a, NOW, seconds=10.0 if a.node == "a" else 1.0)
+    by_node = {n.node: n for n in d.explain(NOW + 10).nodes}
+    assert by_node["b"].rate > 5 * by_node["a"].rate
+    assert by_node["a"].rate_source == "observed"
+
+
+# ---- chunks ---------------------------------------------------------------------------------
+
+
+def test_chunks_shrink_as_the_remaining_work_shrinks() -> None:
+    d = dispatcher(node("a", cores=2), node("b", cores=2), rates={"a": 1.0, "b": 1.0})
+    d.add_job(JobSpec("j"), tasks("j", 200, work=1.0), NOW)
+    sizes, now = [], NOW
+    while not d.finished:
+        batch = d.assign(now)
+        assert batch, "work is queued but nothing was assigned"
+        sizes += [len(a.task_ids) for a in batch]
+        now = max(finish(d, a, now, seconds=1.0) for a in batch)
+    assert sizes[0] >= 10
+    assert sizes[-1] == 1
+    assert sizes[: len(sizes) // 4] > sizes[-len(sizes) // 4 :]
+    assert sum(sizes) == 200
+
+
+def test_faster_nodes_take_bigger_chunks() -> None:
+    d = dispatcher(node("slow", cores=1), node("fast", cores=1), rates={"slow": 1.0, "fast": 4.0})
+    d.add_job(JobSpec("j"), tasks("j", 100, work=1.0), NOW)
+    chunk = {a.node: len(a.task_ids) for a in d.assign(NOW)}
+    assert chunk["fast"] >= 2 * chunk["slow"]
+
+
+# ---- jobs -------------------------------------------------------------------------------
+
+
+def test_higher_priority_goes_first() -> None:
+    d = dispatcher(node("n", cores=1), rates={"n": 1.0}, extra_slots=0)
+    d.add_job(JobSpec("low", priority=0), tasks("low", 3, work=50), NOW)
+    d.add_job(JobSpec("high", priority=9), tasks("high", 3, work=5), NOW)
+    order = [p.job_id for p in sorted(d.plan(NOW).placements, key=lambda p: p.start_s)]
+    assert order == ["high"] * 3 + ["low"] * 3
+    (a,) = d.assign(NOW)
+    assert [t.split("-")[0] for t in a.task_ids][:3] == ["high"] * 3
+
+
+def test_a_job_after_another_waits_until_it_is_done() -> None:
+    d = dispatcher(node("n", cores=2), rates={"n": 1.0})
+    d.add_job(JobSpec("second", after=("first",)), tasks("second", 2), NOW)
+    d.add_job(JobSpec("first"), tasks("first", 2), NOW)
+    assert d.job_status("second") is JobStatus.WAITING
+    plan = d.plan(NOW)
+    first_end = max(p.finish_s for p in plan.placements if p.job_id == "first")
+    assert all(p.start_s >= first_end - 1e-9 for p in plan.placements if p.job_id == "second")
+    batch = d.assign(NOW)
+    assert {t.split("-")[0] for a in batch for t in a.task_ids} == {"first"}
+    now = max(finish(d, a, NOW) for a in batch)
+    while d.job_status("first") is not JobStatus.DONE:
+        now = max([finish(d, a, now) for a in d.assign(now)], default=now)
+    assert d.job_status("second") is JobStatus.READY
+    assert {t.split("-")[0] for a in d.assign(now) for t in a.task_ids} == {"second"}
+
+
+def test_a_job_after_one_done_elsewhere_is_released() -> None:
+    d = dispatcher(node("n"))
+    d.add_job(JobSpec("j", after=("yesterday",)), tasks("j", 1), NOW)
+    assert d.assign(NOW) == []
+    assert "waiting for job(s) yesterday" in d.plan(NOW).unplaceable["j-000"]
+    d.job_done("yesterday")
+    assert [a.task_ids for a in d.assign(NOW)] == [("j-000",)]
+
+
+def test_a_job_after_a_failed_one_fails() -> None:
+    d = dispatcher(node("a", cores=1), node("b", cores=1), rates={"a": 1.0, "b": 1.0})
+    d.add_job(JobSpec("first"), tasks("first", 1), NOW)
+    d.add_job(JobSpec("second", after=("first",)), tasks("second", 1), NOW)
+    for _ in range(2):
+        (a,) = d.assign(NOW)
+        d.task_failed("first-000", a.node, f"broken on {a.node}", NOW)
+    assert d.job_status("first") is JobStatus.FAILED
+    assert d.job_status("second") is JobStatus.FAILED
+    assert d.task_status("second-000") is TaskStatus.FAILED
+    assert d.finished
+
+
+def test_add_job_refuses_bad_input() -> None:
+    d = dispatcher(node("n"))
+    with pytest.raises(UsageError):
+        d.add_job(JobSpec("j", selector="bad selector!"), [], NOW)
+    with pytest.raises(ValueError, match="belongs to job"):
+        d.add_job(JobSpec("j"), tasks("other", 1), NOW)
+    d.add_job(JobSpec("j"), [], NOW)
+    assert d.job_status("j") is JobStatus.DONE
+    with pytest.raises(ValueError, match="already added"):
+        d.add_job(JobSpec("j"), [], NOW)
+
+
+# ---- failures and lost nodes --------------------------------------------------------------
+
+
+def test_a_task_failing_on_two_nodes_fails_with_both_reasons() -> None:
+    d = dispatcher(node("a", cores=1), node("b", cores=1), node("c", cores=1))
+    d.add_job(JobSpec("j"), tasks("j", 1), NOW)
+    (first,) = d.assign(NOW)
+    assert d.task_failed("j-000", first.node, "out of memory", NOW) is TaskStatus.QUEUED
+    (second,) = d.assign(NOW)
+    assert second.node != first.node  # never retried where it failed
+    assert d.task_failed("j-000", second.node, "segfault", NOW) is TaskStatus.FAILED
+    assert d.task_failures("j-000") == {first.node: "out of memory", second.node: "segfault"}
+    assert d.job_status("j") is JobStatus.FAILED
+    assert d.assign(NOW) == []
+
+
+def test_tasks_of_a_lost_node_are_placed_elsewhere() -> None:
+    d = dispatcher(
+        node("a", cores=1), node("b", cores=1), rates={"a": 1.0, "b": 1.0}, extra_slots=0
+    )
+    d.add_job(JobSpec("j"), tasks("j", 2, work=100), NOW)
+    running = {a.node: a.task_ids for a in d.assign(NOW)}
+    assert set(running) == {"a", "b"}
+    assert d.node_lost("a", NOW + 5) == list(running["a"])
+    assert d.task_status(running["a"][0]) is TaskStatus.QUEUED
+    assert "lost" in " ".join(verdicts(d, NOW + 5)["a"])
+    finish(d, Assignment("b", running["b"]), NOW + 5)
+    assert [a.node for a in d.assign(NOW + 6)] == ["b"]
+    d.update_nodes([node("a", probed_at=NOW + 10)], NOW + 10)  # back, seen by a probe
+    assert verdicts(d, NOW + 10)["a"] == []
+
+
+# ---- speculative copies -------------------------------------------------------------------
+
+
+def straggling(cap: float = 0.10) -> tuple[Dispatcher, str]:
+    """Two observed nodes; a task on `slow` has run 5x its expected time; `fast` is idle."""
+    d = dispatcher(
+        node("slow", cores=1),
+        node("fast", cores=1),
+        rates={"slow": 1.0, "fast": 1.0},
+        extra_slots=0,
+        duplicate_work_cap=cap,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    for a in batch.values():
+        d.task_started(a.task_ids[0], a.node, NOW)
+    d.task_finished(batch["fast"].task_ids[0], "fast", 10.0, NOW + 10)
+    return d, batch["slow"].task_ids[0]
+
+
+def test_a_late_task_is_copied_to_an_idle_node_at_the_tail() -> None:
+    d, late = straggling(cap=0.5)
+    assert d.assign(NOW + 12) == []  # a little late: no copy
+    (copy,) = d.assign(NOW + 50)
+    assert copy == Assignment("fast", (late,), duplicate_of="slow")
+    assert d.running_on(late) == ["fast", "slow"]
+    d.task_started(late, "fast", NOW + 50)
+    assert d.task_finished(late, "fast", 10.0, NOW + 60) == ["slow"]  # first result wins
+    assert d.task_finished(late, "slow", 60.0, NOW + 61) == []
+    assert d.task_status(late) is TaskStatus.DONE
+    assert d.duplicated_work == 10.0
+
+
+def test_copies_stay_within_the_cap() -> None:
+    d, _ = straggling(cap=0.10)  # 10% of 20 work units: a 10-unit copy does not fit
+    assert d.assign(NOW + 50) == []
+    assert d.duplicated_work == 0.0
+
+
+def test_no_copy_of_a_late_task_that_will_not_be_the_last_to_end() -> None:
+    d = dispatcher(
+        node("slow", cores=1),
+        node("fast", cores=1),
+        rates={"slow": 1.0, "fast": 1.0},
+        extra_slots=0,
+        chunk_divisor=1000,  # one task per chunk
+    )
+    d.add_job(JobSpec("j"), tasks("j", 40, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    d.task_started(batch["slow"].task_ids[0], "slow", NOW)
+    fast = batch["fast"]
+    now = finish(d, fast, NOW, seconds=10.0)
+    for a in d.assign(now + 25):
+        assert a.duplicate_of is None
+    assert d.duplicated_work == 0.0
+
+
+def test_copies_can_be_turned_off() -> None:
+    d = dispatcher(
+        node("slow", cores=1),
+        node("fast", cores=1),
+        rates={"slow": 1.0, "fast": 1.0},
+        extra_slots=0,
+        duplicates=False,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    d.task_started(batch["slow"].task_ids[0], "slow", NOW)
+    finish(d, batch["fast"], NOW, seconds=10.0)
+    assert d.assign(NOW + 100) == []
+
+
+# ---- determinism and explain --------------------------------------------------------------
+
+
+def drive(seed_nodes: list[NodeState]) -> list[Assignment]:
+    """A small run, recorded."""
+    d = dispatcher(*seed_nodes)
+    d.add_job(JobSpec("a", priority=1), tasks("a", 30, work=3), NOW)
+    d.add_job(JobSpec("b", after=("a",)), tasks("b", 20, work=7), NOW)
+    log, now = [], NOW
+    while not d.finished:
+        batch = d.assign(now)
+        log += batch
+        ends = [finish(d, a, now, seconds=2.0 if a.node == "n1" else 1.0) for a in batch]
+        now = max(ends, default=now + 1)
+    return log
+
+
+def test_the_same_calls_give_the_same_decisions() -> None:
+    fleet = [node("n1"), node("n2", cores=2), node("n3", cores=8, load1=3.0)]
+    first, second = drive(fleet), drive(fleet)
+    assert first == second
+    assert sum(len(a.task_ids) for a in first) >= 50
+
+
+def test_explain_gives_per_node_verdicts_score_parts_and_makespan() -> None:
+    d = dispatcher(
+        node("fast"),
+        node("slow", cores=1),
+        node("down", reachable=False),
+        rates={"fast": 4.0, "slow": 0.5},
+    )
+    d.add_job(JobSpec("j"), tasks("j", 12, work=20), NOW)
+    running = d.assign(NOW)
+    explanation = d.explain(NOW + 1)
+    by_node = {n.node: n for n in explanation.nodes}
+    assert by_node["down"].eligible is False
+    assert by_node["down"].verdict.startswith("rejected: unreachable")
+    assert by_node["fast"].eligible and by_node["fast"].verdict.startswith("chosen")
+    fast = by_node["fast"]
+    assert fast.rate_source == "observed" and fast.rate > by_node["slow"].rate
+    assert fast.wait_s > 0 and fast.compute_s > 0 and fast.transfer_s >= 0
+    assert fast.finish_s == pytest.approx(explanation.makespan_s, rel=0.5)
+    assert explanation.makespan_s > 0
+    (job,) = explanation.jobs
+    assert (job.id, job.status, job.running) == (
+        "j",
+        "ready",
+        len({t for a in running for t in a.task_ids}),
+    )
+    data = explanation_to_dict(explanation)
+    assert json.loads(json.dumps(data))["nodes"][0]["node"] == "fast"
+
+
+def test_explain_for_one_job_uses_that_jobs_filters() -> None:
+    d = dispatcher(node("eng", langs=frozenset({"eng"})), node("both"))
+    d.add_job(JobSpec("german", requires_langs=("deu",)), tasks("german", 2), NOW)
+    d.add_job(JobSpec("english", requires_langs=("eng",)), tasks("english", 2), NOW)
+    assert verdicts(d)["eng"] == []  # it can run one of the jobs
+    assert verdicts(d, job_id="german")["eng"] == ["missing tesseract language(s): deu"]
+
+
+def test_node_state_from_inventory_and_facts_records() -> None:
+    inventory = Node(name="cam-01", host="10.0.0.5", groups=["cameras"], labels={"site": "sh"})
+    latest = {
+        "reachable": True,
+        "probed_at": NOW,
+        "facts": {"cores": 4, "load1": 0.5, "tesseract": "5.3.0", "tesseract_langs": ["eng"]},
+    }
+    state = NodeState.from_records(inventory, latest, frozenset({"page-1"}))
+    assert (state.name, state.cores, state.langs, state.groups) == (
+        "cam-01",
+        4,
+        frozenset({"eng"}),
+        ("cameras",),
+    )
+    d = dispatcher(state)
+    d.add_job(JobSpec("j", selector="host=10.0.0.*,&site=sh"), tasks("j", 1), NOW)
+    assert verdicts(d)["cam-01"] == []
+
+
+# ---- baselines ----------------------------------------------------------------------------
+
+
+def test_round_robin_deals_tasks_in_turn_one_per_core() -> None:
+    policy = RoundRobin()
+    policy.update_nodes([node("a", cores=1), node("b", cores=2)], NOW)
+    policy.add_job(JobSpec("j"), tasks("j", 6), NOW)
+    assert [(a.node, a.task_ids) for a in policy.assign(NOW)] == [
+        ("a", ("j-000",)),
+        ("b", ("j-001",)),
+        ("b", ("j-003",)),
+    ]
+
+
+def test_static_split_divides_inputs_evenly_upfront() -> None:
+    policy = StaticSplit()
+    policy.update_nodes([node("a", cores=1), node("b", cores=2)], NOW)
+    policy.add_job(JobSpec("j"), tasks("j", 6), NOW)
+    assert [(a.node, len(a.task_ids)) for a in policy.assign(NOW)] == [
+        ("a", 3),
+        ("b", 2),
+        ("b", 1),
+    ]
