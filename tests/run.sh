@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openssh-server openssh-client tesseract-ocr tesseract-ocr-eng
-              tesseract-ocr-chi-sim tesseract-ocr-osd fonts-wqy-zenhei parallel rsync tmux)
+              tesseract-ocr-chi-sim tesseract-ocr-osd fonts-wqy-zenhei parallel rsync tmux
+              python3-venv fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

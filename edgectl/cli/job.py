@@ -11,6 +11,7 @@ import typer
 from edgectl.cli import render
 from edgectl.cli.completion import complete_selector
 from edgectl.cli.state import State, get_state
+from edgectl.errors import UsageError
 from edgectl.jobs.model import JobState
 from edgectl.status import ExitStatus
 
@@ -68,7 +69,7 @@ def _run_and_report(state: State, job_id: str, as_json: bool, forks: int, accept
 @app.command()
 def submit(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help="script (ocr and analytics come with their runners)."),
+    kind: str = typer.Argument(..., help="ocr, analytics or script."),
     inputs: list[str] = typer.Argument(None, help="Input files, directories or globs."),
     on: str = typer.Option(
         "all",
@@ -94,6 +95,43 @@ def submit(
     files: list[Path] = typer.Option(
         [], "--file", help="script: an extra file shipped to each task's in/ (repeatable)."
     ),
+    lang: str | None = typer.Option(
+        None, "--lang", help="ocr: tesseract languages, e.g. chi_sim+eng (default eng)."
+    ),
+    psm: int | None = typer.Option(
+        None, "--psm", help="ocr: page segmentation mode (default 3: automatic layout)."
+    ),
+    output_formats: str | None = typer.Option(
+        None, "--format", help="ocr: outputs per page, any of txt,tsv,hocr,pdf (default txt)."
+    ),
+    preprocess: str | None = typer.Option(
+        None,
+        "--preprocess",
+        help="ocr: auto (default: retry small or faint text cleaned up), on or off.",
+    ),
+    rotate: str | None = typer.Option(
+        None, "--rotate", help="ocr: auto (detect orientation), none, 90, 180 or 270 clockwise."
+    ),
+    dpi: int | None = typer.Option(None, "--dpi", help="ocr: the images' resolution."),
+    op: str | None = typer.Option(
+        None, "--op", help="analytics: describe (default), groupby or window."
+    ),
+    by: str | None = typer.Option(None, "--by", help="analytics groupby: the key column(s)."),
+    agg: str | None = typer.Option(
+        None, "--agg", help="analytics: count,sum,mean,std,min,max,p50,p90,p99 (some of them)."
+    ),
+    time_col: str | None = typer.Option(
+        None, "--time-col", help="analytics window: the time column (epoch seconds or ISO 8601)."
+    ),
+    every: str | None = typer.Option(
+        None, "--every", help="analytics window: the bucket width, e.g. 30s, 5m, 1h, 1d."
+    ),
+    where: list[str] = typer.Option(
+        [], "--where", help="analytics: keep rows where 'COLUMN OP VALUE' (=, !=, <, <=, >, >=)."
+    ),
+    columns: str | None = typer.Option(
+        None, "--columns", help="analytics: only these columns (comma-separated)."
+    ),
     forks: int = typer.Option(100, "--forks", min=1, help="Connections at once."),
     accept_new: bool = typer.Option(
         False, "--accept-new", help="Trust and record unknown host keys."
@@ -107,6 +145,22 @@ def submit(
         params["run"] = run_command
     if files:
         params["files"] = [str(f) for f in files]
+    kind_options = {
+        "lang": lang,
+        "psm": psm,
+        "formats": output_formats,
+        "preprocess": preprocess,
+        "rotate": rotate,
+        "dpi": dpi,
+        "op": op,
+        "by": by,
+        "aggs": agg,
+        "time_col": time_col,
+        "every": every,
+        "where": where or None,
+        "columns": columns,
+    }
+    params.update({key: value for key, value in kind_options.items() if value is not None})
     jobs = _jobs(state)
     job = jobs.submit(
         kind,
@@ -215,24 +269,76 @@ def results(
         None, "--out", help="Copy the result files into this directory."
     ),
     as_json: bool = JSON,
+    table_format: str = typer.Option(
+        "table",
+        "--format",
+        help="table or csv (of the files; the pages of ocr, the merged result of analytics).",
+    ),
 ) -> None:
-    """Where a job's results are, and what they are (sha256 verified on arrival)."""
+    """A job's results: the files (sha256 verified on arrival), OCR pages, merged analytics."""
+    from edgectl.jobs.kinds import get_kind
+
     state = get_state(ctx)
-    where, files = _jobs(state).results(job_id)
+    if table_format not in ("table", "csv"):
+        raise UsageError(f"--format {table_format!r}: use table or csv")
+    jobs = _jobs(state)
+    where, files = jobs.results(job_id)
+    report = get_kind(jobs.show(job_id)["kind"]).report(where, files)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for item in files:
             shutil.copy2(where / item["name"], out / item["name"])
         where = out
+    if report is not None and report.problems:
+        state.exit_status = ExitStatus.PARTIAL
     if as_json:
-        render.emit_json(state.env, {"directory": str(where), "files": files})
+        document = {"directory": str(where), "files": files}
+        if report is not None:
+            document[report.key] = report.data
+        render.emit_json(state.env, document)
         return
-    render.table(
-        state.env,
-        ["FILE", "SIZE", "NODE", "SHA256"],
-        [[f["name"], str(f["size"]), f["node"] or "", f["sha256"][:16]] for f in files],
-    )
+    if table_format == "csv":
+        if report is not None:
+            _write_csv(state, report.headers, report.rows)
+        else:
+            _write_csv(
+                state,
+                ["file", "size", "node", "sha256"],
+                [[f["name"], f["size"], f["node"], f["sha256"]] for f in files],
+            )
+        return
+    if report is None:
+        render.table(
+            state.env,
+            ["FILE", "SIZE", "NODE", "SHA256"],
+            [[f["name"], str(f["size"]), f["node"] or "", f["sha256"][:16]] for f in files],
+        )
+    else:
+        render.table(state.env, report.headers, [[_cell(v) for v in row] for row in report.rows])
+        if report.problems:
+            render.note(state.env, f"{report.problems} input(s) or page(s) gave no result")
     render.note(state.env, f"{len(files)} file(s) in {where}")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: integers whole, other numbers to 6 significant digits, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _write_csv(state: State, headers: list[str], rows: list[list[Any]]) -> None:
+    """CSV on stdout: numbers at full precision, None as an empty cell."""
+    import csv
+
+    writer = csv.writer(state.env.stdout, lineterminator="\n")
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
 
 
 @app.command()

@@ -123,6 +123,7 @@ class Executor:
         self.wakeup = asyncio.Event()
         self.workers: set[asyncio.Task[None]] = set()
         self.adopted: set[str] = set()
+        self.bytes_uploaded = 0
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -254,6 +255,7 @@ class Executor:
         try:
             payload = self.kind.payload(self.job.params, task.inputs)
             data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
+            self.bytes_uploaded += len(data)
         except OSError as exc:
             self._fail(
                 task, slot, f"cannot read an input: {exc.strerror}: {exc.filename}", retry=False

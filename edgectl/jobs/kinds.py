@@ -7,9 +7,12 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgectl.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgectl.jobs.model import Job
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -56,6 +59,28 @@ class Kind:
         """The files and script of a task over these inputs."""
         raise NotImplementedError
 
+    def eligible(self, params: dict[str, Any], facts: dict[str, Any]) -> str | None:
+        """Why a node with these facts cannot run this job's tasks, or None when it can."""
+        return None
+
+    def finish(self, job: Job, directory: Path) -> None:
+        """After a run of the job: derive whole-job results in its results directory."""
+
+    def report(self, directory: Path, files: Sequence[dict[str, Any]]) -> KindReport | None:
+        """What `job results` shows beyond the file list (None: the file list only)."""
+        return None
+
+
+@dataclass
+class KindReport:
+    """A kind's view of a job's results: JSON under `key`, and a table of raw values."""
+
+    key: str
+    data: Any
+    headers: list[str]
+    rows: list[list[Any]]
+    problems: int = 0  # inputs or pages that produced no result
+
 
 class ScriptKind(Kind):
     """`--run 'CMD {input}'` per input; files the command writes under out/ come back.
@@ -97,8 +122,18 @@ class ScriptKind(Kind):
 KINDS: dict[str, Kind] = {"script": ScriptKind()}
 
 
+def _load_kinds() -> None:
+    """Register the OCR and analytics kinds (their modules import this one: loaded on use)."""
+    if "ocr" not in KINDS:
+        from edgectl.jobs.kind_analytics import AnalyticsKind
+        from edgectl.jobs.kind_ocr import OcrKind
+
+        KINDS.update(ocr=OcrKind(), analytics=AnalyticsKind())
+
+
 def get_kind(name: str) -> Kind:
     """A kind by name, or a usage error naming the known ones."""
+    _load_kinds()
     try:
         return KINDS[name]
     except KeyError:

@@ -241,17 +241,35 @@ class Jobs:
         on_progress: Callable[[int, int], None] | None,
     ) -> JobState:
         nodes = self.fleet.nodes(job.selector, allow_empty=True)
+        handler = get_kind(job.kind)
         async with self.fleet.pool(options.op_timeout, forks, accept_new) as pool:
             probed = await self.fleet.probe_async(nodes, pool, options.op_timeout)
             up = {r.name: r for r in probed if r.reachable}
-            usable = [n for n in nodes if n.name in up]
+            # A node the kind cannot use (no tesseract, a language missing) gets no task.
+            refused = {
+                n.name: why
+                for n in nodes
+                if n.name in up and (why := handler.eligible(job.params, up[n.name].facts))
+            }
+            usable = [n for n in nodes if n.name in up and n.name not in refused]
             slots = {name: _slots(result.facts) for name, result in up.items()}
             executor = Executor(
                 self.fleet.home, self.ledger, job, tasks, usable, slots, pool, options, on_progress
             )
+            for name, why in refused.items():
+                executor._event(f"node {name} cannot run {job.kind} tasks: {why}")
             if not usable:
-                executor._event("no selected node is reachable")
-            return await executor.run()
+                executor._event(
+                    "no selected node can run it" if refused else "no selected node is reachable"
+                )
+            state = await executor.run()
+            executor._event(f"{executor.bytes_uploaded} bytes uploaded (inputs, runners, scripts)")
+            try:
+                handler.finish(job, executor.results)
+            except (OSError, ValueError, UsageError) as exc:  # e.g. a partial that cannot merge
+                executor._event(f"finishing the results failed: {exc}")
+            executor.flush()
+            return state
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobState:
         """Wait until a job has ended (by whatever process runs it); return its state."""
