@@ -29,6 +29,7 @@ from edgectl.errors import UsageError
 from edgectl.jobs.kind_ocr import OcrKind, output_bases
 from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.service import Jobs
+from edgectl.status import ExitStatus
 from tests.cli import run_cli
 from tests.fleet import Fleet, FleetSession
 from tests.test_fleet_view import make_home
@@ -519,3 +520,24 @@ def test_nodes_lacking_a_language_get_no_task_and_say_why(ocr_fleet: Fleet, tmp_
         assert (
             f"node {node.name} cannot run ocr tasks: tesseract lacks language data: deu" in events
         )
+
+
+@pytest.mark.fleet
+def test_shipped_sample_pages_read_back_as_text_through_last(
+    ocr_fleet: Fleet, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, ocr_fleet)
+    assert run_cli(home, "job", "results", "last").exit_status == ExitStatus.NOT_FOUND
+    document = submit_ocr(home, "--samples", "--lang", "chi_sim+eng")
+    assert document["inputs"] == 3
+    shown = run_cli(home, "job", "results", "last", "--text")
+    assert shown.exit_status == 0, shown.stderr
+    headings = [line for line in shown.stdout.splitlines() if line.startswith("== ")]
+    assert [h.split()[1] for h in headings] == [
+        "sample-en-1.txt",
+        "sample-en-2.txt",
+        "sample-zh-1.txt",
+    ]
+    assert "delivery notes" in shown.stdout
+    assert "边缘设备" in shown.stdout
+    assert str(results_of(home, document["id"])) in shown.stderr

@@ -11,7 +11,7 @@ import typer
 from edgectl.cli import render
 from edgectl.cli.completion import complete_selector
 from edgectl.cli.state import State, get_state
-from edgectl.errors import UsageError
+from edgectl.errors import NotFoundError, UsageError
 from edgectl.jobs.model import JobState
 from edgectl.status import ExitStatus
 
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+JOB_ID = typer.Argument(..., help="Job id (a unique prefix will do; `last`: the newest job).")
 
 
 def _jobs(state: State) -> Any:
@@ -95,6 +96,9 @@ def submit(
     files: list[Path] = typer.Option(
         [], "--file", help="script: an extra file shipped to each task's in/ (repeatable)."
     ),
+    samples: bool = typer.Option(
+        False, "--samples", help="Add the sample pages shipped with edgectl to the inputs."
+    ),
     lang: str | None = typer.Option(
         None, "--lang", help="ocr: tesseract languages, e.g. chi_sim+eng (default eng)."
     ),
@@ -161,10 +165,15 @@ def submit(
         "columns": columns,
     }
     params.update({key: value for key, value in kind_options.items() if value is not None})
+    inputs = list(inputs or [])
+    if samples:
+        from edgectl import sample_pages
+
+        inputs += [str(page) for page in sample_pages.paths()]
     jobs = _jobs(state)
     job = jobs.submit(
         kind,
-        inputs or [],
+        inputs,
         selector=on,
         priority=priority,
         after=after,
@@ -216,7 +225,7 @@ def list_jobs(
 @app.command()
 def show(
     ctx: typer.Context,
-    job_id: str = typer.Argument(..., help="Job id (a unique prefix will do)."),
+    job_id: str = JOB_ID,
     as_json: bool = JSON,
 ) -> None:
     """Show a job and its tasks."""
@@ -246,7 +255,7 @@ def show(
 @app.command()
 def logs(
     ctx: typer.Context,
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: str = JOB_ID,
     task: str | None = typer.Argument(None, help="A task id: its stdout and stderr from the node."),
 ) -> None:
     """A job's events, or one task's output on its node."""
@@ -264,7 +273,7 @@ def logs(
 @app.command()
 def results(
     ctx: typer.Context,
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: str = JOB_ID,
     out: Path | None = typer.Option(
         None, "--out", help="Copy the result files into this directory."
     ),
@@ -273,6 +282,9 @@ def results(
         "table",
         "--format",
         help="table or csv (of the files; the pages of ocr, the merged result of analytics).",
+    ),
+    text: bool = typer.Option(
+        False, "--text", help="Print the text result files (an OCR job's recognised text)."
     ),
 ) -> None:
     """A job's results: the files (sha256 verified on arrival), OCR pages, merged analytics."""
@@ -291,6 +303,9 @@ def results(
         where = out
     if report is not None and report.problems:
         state.exit_status = ExitStatus.PARTIAL
+    if text:
+        _print_texts(state, where, files)
+        return
     if as_json:
         document = {"directory": str(where), "files": files}
         if report is not None:
@@ -320,6 +335,20 @@ def results(
     render.note(state.env, f"{len(files)} file(s) in {where}")
 
 
+def _print_texts(state: State, where: Path, files: list[dict[str, Any]]) -> None:
+    """Each .txt result under a heading naming it and its node; then where they are."""
+    texts = [f for f in files if f["name"].endswith(".txt")]
+    if not texts:
+        raise NotFoundError(
+            f"no text results in {where} (an ocr job writes them with --format txt)"
+        )
+    for item in texts:
+        body = (where / item["name"]).read_text(encoding="utf-8", errors="replace")
+        render.line(state.env, f"== {item['name']} (from {item['node'] or '?'})")
+        render.line(state.env, body.strip() + "\n")
+    render.note(state.env, f"{len(files)} result file(s) in {where}")
+
+
 def _cell(value: Any) -> str:
     """A table cell: integers whole, other numbers to 6 significant digits, None empty."""
     if value is None:
@@ -342,7 +371,7 @@ def _write_csv(state: State, headers: list[str], rows: list[list[Any]]) -> None:
 
 
 @app.command()
-def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="Job id.")) -> None:
+def cancel(ctx: typer.Context, job_id: str = JOB_ID) -> None:
     """Cancel a job: its remote process groups are killed."""
     state = get_state(ctx)
     tasks = _jobs(state).cancel(job_id)
@@ -355,7 +384,7 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="Job id.")
 @app.command()
 def retry(
     ctx: typer.Context,
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: str = JOB_ID,
     wait: bool = typer.Option(False, "--wait", help="Run it here and wait."),
     as_json: bool = JSON,
 ) -> None:
@@ -401,7 +430,7 @@ def resume(
 @app.command()
 def wait(
     ctx: typer.Context,
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: str = JOB_ID,
     timeout: float | None = typer.Option(
         None, "--timeout", help="Give up after this many seconds."
     ),

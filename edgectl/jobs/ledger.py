@@ -46,8 +46,13 @@ class Ledger:
         return [(job, tasks.get(job.id, [])) for job in jobs]
 
     def load(self, job_id: str) -> tuple[Job, list[Task]]:
-        """One job and its tasks; an unambiguous prefix of the id is enough."""
-        found = [(j, t) for j, t in self.jobs() if j.id == job_id or j.id.startswith(job_id)]
+        """One job and its tasks; an unambiguous prefix of the id is enough, `last` the newest."""
+        every = self.jobs()
+        if job_id == "last":
+            if not every:
+                raise NotFoundError("no jobs yet (see: edgectl job submit --help)")
+            return every[-1]
+        found = [(j, t) for j, t in every if j.id == job_id or j.id.startswith(job_id)]
         exact = [(j, t) for j, t in found if j.id == job_id]
         if exact:
             return exact[0]

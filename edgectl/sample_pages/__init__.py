@@ -3,8 +3,8 @@
 They were rendered with Pillow (`python -m edgectl.sample_pages.make`; DejaVu Sans and
 WenQuanYi Zen Hei) at 200 dpi, black on white, one bit per pixel. Try them with:
 
-    edgectl job submit ocr "$(python -c 'import edgectl.sample_pages as s; print(s.directory())')" \\
-        --lang chi_sim+eng --wait
+    edgectl job submit ocr --samples --lang chi_sim+eng --wait
+    edgectl job results last --text
 """
 
 from __future__ import annotations
