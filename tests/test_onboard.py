@@ -23,20 +23,6 @@ from tests.fleet import TEST_HOME, Fleet, free_port
 PASSWORD = "Tr0ub4dor&3 'quoted' $(not-run)"
 
 
-def wire_cli() -> None:
-    """Register discover, bootstrap and provision until the CLI modules do it themselves."""
-    from edgectl.cli import inventory as inventory_cli
-    from edgectl.cli import main
-    from edgectl.cli import onboard as onboard_cli
-    from edgectl.cli import provision as provision_cli
-
-    commands = inventory_cli.app.registered_commands
-    if not any(c.callback is onboard_cli.discover for c in commands):
-        onboard_cli.register(inventory_cli.app)
-    if not any(c.callback is provision_cli.provision for c in main.app.registered_commands):
-        provision_cli.register(main.app)
-
-
 # --- ranges: pure ---------------------------------------------------------------------------
 
 
@@ -120,7 +106,6 @@ def test_the_key_install_script_is_idempotent_and_mends_a_missing_newline(
 def test_discover_finds_exactly_the_fleets_sshd_and_adds_them(
     fleet_factory, tmp_path: Path
 ) -> None:
-    wire_cli()
     fleet = fleet_factory(3)
     listener_host, listener_port = fleet.silent_listener()
     first, last = fleet.sshd[0].host, fleet.sshd[-1].host  # may cross a /24: full addresses
@@ -202,7 +187,6 @@ def use_home_authorized_keys(fleet: Fleet) -> None:
 def test_bootstrap_installs_the_key_by_password_then_key_only_login_works(
     fleet_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_authorized_keys: Path
 ) -> None:
-    wire_cli()
     if os.geteuid() != 0:
         pytest.skip("setting the test user's password needs root")
     fleet = fleet_factory(2, password=PASSWORD, password_nodes=[0])
@@ -291,7 +275,6 @@ def test_three_commands_take_new_devices_from_addresses_to_provisioned(
     user_authorized_keys: Path,
     default_workdir: Path,
 ) -> None:
-    wire_cli()
     if os.geteuid() != 0:
         pytest.skip("setting the test user's password needs root")
     fleet = fleet_factory(2, password=PASSWORD)

@@ -16,31 +16,14 @@ from edgectl.inventory.model import Node
 from edgectl.status import ExitStatus
 from tests.cli import CliResult, run_cli
 from tests.fleet import Fleet
+from tests.test_fleet_view import make_home
 
 pytestmark = pytest.mark.fleet
 
 DATA = Path(__file__).parent / "data" / "playbooks"
 
 
-def wire_cli() -> None:
-    """Register `provision` on the real app until edgectl.cli.main does it itself."""
-    from edgectl.cli import main
-    from edgectl.cli import provision as provision_cli
-
-    if not any(c.callback is provision_cli.provision for c in main.app.registered_commands):
-        provision_cli.register(main.app)
-
-
-def make_home(tmp_path: Path, fleet: Fleet) -> Path:
-    """An EDGECTL_HOME holding the fleet's nodes, trusting their host keys."""
-    home = tmp_path / "home"
-    EdgeFleet(home).add_nodes(fleet.nodes)
-    fleet.write_known_hosts(home / "known_hosts")
-    return home
-
-
 def provision(home: Path, *args: str) -> CliResult:
-    wire_cli()
     return run_cli(home, "provision", *args)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgectl import Fleet as EdgeFleet
 from edgectl.provision.pythonstep import PythonStepError, fabric_connection, open_verified
 from tests.cli import run_cli
-from tests.fleet import Fleet, trusting_options
+from tests.fleet import trusting_options
+from tests.test_fleet_view import make_home
 
 pytestmark = pytest.mark.fleet
 
@@ -21,26 +21,9 @@ DATA = Path(__file__).parent / "data" / "playbooks"
 HOOKS: dict[str, Callable[[str], None]] = {}
 
 
-def wire_cli() -> None:
-    """Register `provision` on the real app until edgectl.cli.main does it itself."""
-    from edgectl.cli import main
-    from edgectl.cli import provision as provision_cli
-
-    if not any(c.callback is provision_cli.provision for c in main.app.registered_commands):
-        provision_cli.register(main.app)
-
-
-def make_home(tmp_path: Path, fleet: Fleet) -> Path:
-    home = tmp_path / "home"
-    EdgeFleet(home).add_nodes(fleet.nodes)
-    fleet.write_known_hosts(home / "known_hosts")
-    return home
-
-
 def test_python_step_runs_over_fabric_is_skipped_by_check_and_is_idempotent(
     fleet_factory, tmp_path: Path
 ) -> None:
-    wire_cli()
     fleet = fleet_factory(2)
     home = make_home(tmp_path, fleet)
     playbook = str(DATA / "python.toml")
@@ -100,7 +83,6 @@ def test_fabric_connection_refuses_changed_and_unknown_host_keys(
 def test_a_host_key_change_between_steps_fails_the_next_python_step(
     fleet_factory, tmp_path: Path
 ) -> None:
-    wire_cli()
     fleet = fleet_factory(1)
     home = make_home(tmp_path, fleet)
     replaced: list[str] = []

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from edgectl.analytics.options import (
     parse_where,
 )
 from edgectl.errors import UsageError
-from edgectl.jobs.kinds import Kind, KindReport, TaskPayload, input_path
+from edgectl.jobs.kinds import Kind, KindReport, TaskPayload, input_path, python_runner_payload
 from edgectl.jobs.model import Job
 
 RESULT_NAME = "analytics.json"
@@ -39,17 +38,6 @@ FOREIGN = {
     "dpi": "--dpi",
     "preprocess": "--preprocess",
 }
-RUN_SH = """set -u
-mkdir -p out
-py=python3
-if [ -x ../../venv/bin/python3 ]; then py=../../venv/bin/python3; fi
-exec "$py" ./analytics_runner.py analytics_task.json
-"""
-
-
-def runner_source() -> bytes:
-    """The node-side analytics runner, as shipped inside the package."""
-    return resources.files("edgectl.jobs.runners").joinpath("analytics_runner.py").read_bytes()
 
 
 class AnalyticsKind(Kind):
@@ -108,14 +96,7 @@ class AnalyticsKind(Kind):
             "columns": params["columns"],
             "inputs": chunk,
         }
-        return TaskPayload(
-            files=files,
-            run_sh=RUN_SH,
-            runners={
-                "analytics_runner.py": runner_source(),
-                "analytics_task.json": json.dumps(task, ensure_ascii=False).encode(),
-            },
-        )
+        return python_runner_payload(files, "analytics", task)
 
     def finish(self, job: Job, directory: Path) -> None:
         """Merge the stored partials into analytics.json (written whole, atomically)."""

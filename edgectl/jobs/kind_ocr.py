@@ -12,12 +12,11 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgectl.errors import UsageError
-from edgectl.jobs.kinds import Kind, KindReport, TaskPayload, input_path
+from edgectl.jobs.kinds import Kind, KindReport, TaskPayload, input_path, python_runner_payload
 
 FORMATS = ("txt", "tsv", "hocr", "pdf")
 PREPROCESS = ("auto", "on", "off")
@@ -33,18 +32,6 @@ OPTIONS = {
 FOREIGN = {"run": "--run", "files": "--file", "op": "--op", "by": "--by", "where": "--where"}
 _LANG = re.compile(r"[A-Za-z0-9_]{1,40}(\+[A-Za-z0-9_]{1,40}){0,9}")
 _PAGE = re.compile(r"(.+)-p\d+")
-RUN_SH = """set -u
-mkdir -p out
-export OMP_THREAD_LIMIT=1
-py=python3
-if [ -x ../../venv/bin/python3 ]; then py=../../venv/bin/python3; fi
-exec "$py" ./ocr_runner.py ocr_task.json
-"""
-
-
-def runner_source() -> bytes:
-    """The node-side OCR runner, as shipped inside the package."""
-    return resources.files("edgectl.jobs.runners").joinpath("ocr_runner.py").read_bytes()
 
 
 def output_bases(names: Sequence[str]) -> dict[str, str]:
@@ -154,14 +141,7 @@ class OcrKind(Kind):
         ]
         task = {key: params.get(key) for key in OPTIONS}
         task["inputs"] = chunk
-        return TaskPayload(
-            files=files,
-            run_sh=RUN_SH,
-            runners={
-                "ocr_runner.py": runner_source(),
-                "ocr_task.json": json.dumps(task, ensure_ascii=False).encode(),
-            },
-        )
+        return python_runner_payload(files, "ocr", task, env="export OMP_THREAD_LIMIT=1\n")
 
     def report(self, directory: Path, files: Sequence[dict[str, Any]]) -> KindReport:
         """One row per page: image, page, characters, mean confidence, rotation, node."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,31 @@ class TaskPayload:
     files: dict[str, Path | bytes]
     run_sh: str
     runners: dict[str, bytes] = field(default_factory=dict)
+
+
+def python_runner_payload(
+    files: dict[str, Path | bytes], runner: str, task: dict[str, Any], env: str = ""
+) -> TaskPayload:
+    """A task run by `<runner>_runner.py`, shipped from edgectl.jobs.runners, reading
+    `<runner>_task.json`, under the python3 of the node's `<workdir>/venv` when there is one
+    (the playbooks make it), else the node's python3. `env` holds extra `export` lines."""
+    script = f"{runner}_runner.py"
+    run_sh = (
+        "set -u\nmkdir -p out\n"
+        + env
+        + "py=python3\n"
+        + "if [ -x ../../venv/bin/python3 ]; then py=../../venv/bin/python3; fi\n"
+        + f'exec "$py" ./{script} {runner}_task.json\n'
+    )
+    source = resources.files("edgectl.jobs.runners").joinpath(script).read_bytes()
+    return TaskPayload(
+        files=files,
+        run_sh=run_sh,
+        runners={
+            script: source,
+            f"{runner}_task.json": json.dumps(task, ensure_ascii=False).encode(),
+        },
+    )
 
 
 class Kind:
