@@ -1,7 +1,7 @@
 """The `ocr` kind: options, placement by language, and accuracy through the real sshd fleet.
 
 Accuracy is measured as the character error rate (edit distance / length of the truth) on
-the scanned pages of ../shared/testdata/ocr (whitespace runs folded to one space) and on a
+the scanned pages of tests/data/ocr (whitespace runs folded to one space) and on a
 Chinese page rendered here (all whitespace removed), and compared with the `tesseract`
 command on the same image and language: edgectl must never be less accurate.
 
@@ -34,7 +34,7 @@ from tests.cli import run_cli
 from tests.fleet import Fleet, FleetSession
 from tests.test_fleet_view import make_home
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "ocr"
+TESTDATA = Path(__file__).resolve().parent / "data" / "ocr"  # see SOURCE.md there
 NODE_PYTHON = "/usr/bin/python3"  # what PATH finds for the fleet's user
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -91,13 +91,10 @@ def tesseract_cli(image: Path, lang: str) -> str:
     return done.stdout
 
 
-def shared_pages() -> Path:
-    """The shared OCR pages; a clear failure (never a skip) when they are not there."""
+def scanned_pages() -> Path:
+    """The scanned OCR pages; a clear failure (never a skip) when they are not there."""
     if not (TESTDATA / "phototest.tif").is_file():
-        pytest.fail(
-            f"the shared OCR test pages are missing: expected {TESTDATA} "
-            "(the `shared` folder beside the repository checkout)"
-        )
+        pytest.fail(f"the OCR test pages are missing: expected {TESTDATA}/phototest.tif")
     return TESTDATA
 
 
@@ -340,7 +337,7 @@ def test_preprocessing_measured_auto_helps_small_text_and_never_hurts(
     ocr_runtime: OcrRuntime, tmp_path: Path
 ) -> None:
     """CER with preprocessing off, auto and on, on the test pages and on small-text copies."""
-    data = shared_pages()
+    data = scanned_pages()
     truth = (data / "phototest.gold.txt").read_text()
     pages = [data / "phototest.tif", data / "phototest-rotated-R.png"]
     for scale in ("0.35", "0.45"):
@@ -391,7 +388,7 @@ page.save(out, dpi=(200, 200), **options)
 
 @pytest.mark.fleet  # the OCR runtime lives in the fleet session's directory
 def test_png_jpeg_bmp_and_webp_pages_all_read(ocr_runtime: OcrRuntime, tmp_path: Path) -> None:
-    data = shared_pages()
+    data = scanned_pages()
     truth = (data / "phototest.gold.txt").read_text()
     pages = []
     for suffix in ("png", "jpg", "bmp", "webp"):
@@ -428,7 +425,7 @@ def test_runner_without_pytesseract_fails_the_task_with_a_clear_reason(tmp_path:
 def test_phototest_through_the_fleet_reads_exactly_in_every_format(
     ocr_fleet: Fleet, ocr_runtime: OcrRuntime, tmp_path: Path
 ) -> None:
-    data = shared_pages()
+    data = scanned_pages()
     home = make_home(tmp_path, ocr_fleet)
     truth = (data / "phototest.gold.txt").read_text()
     chinese, _ = chinese_page(ocr_runtime, tmp_path)
@@ -470,7 +467,7 @@ def test_phototest_through_the_fleet_reads_exactly_in_every_format(
 def test_rotated_copies_with_rotate_auto_are_turned_upright(
     ocr_fleet: Fleet, tmp_path: Path
 ) -> None:
-    data = shared_pages()
+    data = scanned_pages()
     home = make_home(tmp_path, ocr_fleet)
     truth = (data / "phototest.gold.txt").read_text()
     rotated = {"phototest-rotated-180.png": 180, "phototest-rotated-R.png": 270}
@@ -507,7 +504,7 @@ def test_chinese_page_with_chi_sim_and_eng(
 
 @pytest.mark.fleet
 def test_nodes_lacking_a_language_get_no_task_and_say_why(ocr_fleet: Fleet, tmp_path: Path) -> None:
-    data = shared_pages()
+    data = scanned_pages()
     home = make_home(tmp_path, ocr_fleet)
     jobs = Jobs(EdgeFleet(home))
     job = jobs.submit("ocr", [str(data / "phototest.tif")], selector="n*", params={"lang": "deu"})
