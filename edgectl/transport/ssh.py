@@ -9,6 +9,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +35,18 @@ KEEPALIVE_COUNT_MAX = 3
 SFTP_CHUNK = 4 * MiB
 
 
+@dataclass(frozen=True)
+class Login:
+    """A login that proves one thing only: this password, or this one key.
+
+    For onboarding: no agent, no default keys, no GSS, so that the outcome says whether
+    exactly this credential works. The password goes straight to asyncssh, never to a log.
+    """
+
+    password: str | None = field(default=None, repr=False)
+    key: Path | None = None
+
+
 class _Client(asyncssh.SSHClient):
     """Hands host-key decisions to a HostKeyCheck and notes when the connection drops."""
 
@@ -52,7 +65,9 @@ class _Client(asyncssh.SSHClient):
         self.lost = True
 
 
-def _connect_arguments(node: Node, options: ConnectOptions, client: _Client) -> dict[str, Any]:
+def _connect_arguments(
+    node: Node, options: ConnectOptions, client: _Client, login: Login | None = None
+) -> dict[str, Any]:
     """The keyword arguments of asyncssh.connect for one node."""
     arguments: dict[str, Any] = {
         "host": node.host,
@@ -71,6 +86,16 @@ def _connect_arguments(node: Node, options: ConnectOptions, client: _Client) -> 
         arguments["username"] = node.user
     if node.key:
         arguments["client_keys"] = [os.path.expanduser(node.key)]
+    if login is not None:
+        arguments.update(agent_path=None, gss_auth=False)
+        if login.password is not None:
+            arguments.update(
+                client_keys=None,
+                password=login.password,
+                preferred_auth="password,keyboard-interactive",
+            )
+        else:
+            arguments.update(client_keys=[str(login.key)], preferred_auth="publickey")
     return arguments
 
 
@@ -112,8 +137,11 @@ def never_resolves(host: str) -> bool:
     return host.rstrip(".").lower().rsplit(".", 1)[-1] == "invalid"
 
 
-async def connect(node: Node, options: ConnectOptions) -> SSHConnection:
-    """Open an SSH connection to node, enforcing the host-key policy and all timeouts."""
+async def connect(node: Node, options: ConnectOptions, login: Login | None = None) -> SSHConnection:
+    """Open an SSH connection to node, enforcing the host-key policy and all timeouts.
+
+    `login` replaces the usual credentials (agent, ssh config, the node's key) by one.
+    """
     if never_resolves(node.host):
         # RFC 6761 asks resolvers to answer NXDOMAIN for these at once: do so, no query sent.
         raise TransportError("dns", f"{node.name}: cannot resolve {node.host}: reserved name")
@@ -123,7 +151,7 @@ async def connect(node: Node, options: ConnectOptions) -> SSHConnection:
     try:
         # The outer wait_for is a backstop should asyncssh's own timers not fire.
         conn = await asyncio.wait_for(
-            asyncssh.connect(**_connect_arguments(node, options, client)), budget + 1.0
+            asyncssh.connect(**_connect_arguments(node, options, client, login)), budget + 1.0
         )
     except asyncio.CancelledError:
         raise
