@@ -36,6 +36,9 @@ from edgectl.store import Store
 if TYPE_CHECKING:
     from edgectl.adhoc import CommandOutcome
     from edgectl.facts.store import ProbeResult
+    from edgectl.jobs.service import Jobs
+    from edgectl.onboard import BootstrapResult, Discovered
+    from edgectl.provision.report import ProvisionReport
     from edgectl.transport import ConnectionPool, ConnectOptions
 
 
@@ -287,6 +290,38 @@ class Fleet:
         from edgectl.inventory.formats import dump_nodes
 
         return dump_nodes(self.nodes(selector, allow_empty=True), format)
+
+    def provision(
+        self, playbook: str, selector: str | Sequence[str] = "all", **options: Any
+    ) -> ProvisionReport:
+        """Apply a playbook (a path or a shipped name); options as `edgectl provision` takes
+        them: check, serial, max_fail, timeout, forks, accept_new."""
+        from edgectl.provision import provision
+
+        return provision(self, playbook, selector, **options)
+
+    def discover(self, range_or_file: str, **options: Any) -> list[Discovered]:
+        """SSH servers among the given addresses; options: ports, timeout, concurrency, add,
+        group, user (as `edgectl inventory discover`)."""
+        from edgectl.onboard import discover
+
+        return discover(self, range_or_file, **options)
+
+    def bootstrap(
+        self, selector: str, password: Callable[[], str], **options: Any
+    ) -> list[BootstrapResult]:
+        """Install edgectl's key by one password login; options: user, accept_new, timeout,
+        forks. `password` is called at most once, only when some node needs it."""
+        from edgectl.onboard import bootstrap
+
+        return bootstrap(self, selector, password, **options)
+
+    @property
+    def jobs(self) -> Jobs:
+        """Jobs on this fleet: submit, run, show, results, cancel, resume (as `edgectl job`)."""
+        from edgectl.jobs.service import Jobs
+
+        return Jobs(self)
 
 
 # A progress display: called with the number of nodes, it returns a context manager that
