@@ -24,8 +24,11 @@ async def probe_one(
         facts = await asyncio.to_thread(local_facts, node.workdir)
         return ProbeResult(node.name, True, facts=facts, probed_at=facts["probed_at"])
     started = time.perf_counter()
+    # `exec`: the login shell sshd starts becomes the sh that runs the script, one
+    # process fewer on the node per probe (the argv is only ever run by a remote shell).
+    argv = ["exec", "sh", "-c", PROBE_SCRIPT, "edgectl-probe", node.workdir]
     result = await conn.run(
-        ["sh", "-c", PROBE_SCRIPT, "edgectl-probe", node.workdir, "full" if full else "cached"],
+        [*argv, "full" if full else "cached"],
         timeout=timeout,
         max_output=PROBE_OUTPUT_CAP,
     )

@@ -72,7 +72,10 @@ if [ -r /proc/meminfo ]; then
   if [ -n "$mt" ]; then echo "mem_total_kb=$mt"; fi
   if [ -n "$ma" ]; then echo "mem_available_kb=$ma"; fi
 fi
-df -Pk -- "$wd" 2>/dev/null | sed -n '2s/^[^ ]*[ ]*\([0-9]*\)[ ]*[0-9]*[ ]*\([0-9]*\).*/disk_kb=\1 \2/p'
+# `df -P`: a 7-word header, then filesystem, size, used, available, capacity, mount point.
+d=$(df -Pk -- "$wd" 2>/dev/null)
+set -f; set -- $d; set +f
+if [ $# -ge 11 ]; then shift 7; echo "disk_kb=$2 $4"; fi
 if [ -r /proc/uptime ]; then read -r up rest < /proc/uptime && echo "uptime_s=$up"; fi
 for z in /sys/class/thermal/thermal_zone*/temp; do
   [ -r "$z" ] && read -r t < "$z" && echo "temp_milli_c=$t"
