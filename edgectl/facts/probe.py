@@ -16,6 +16,21 @@ from edgectl.transport import Connection, ConnectionPool, TransportError
 PROBE_OUTPUT_CAP = 256 * 1024  # a probe report is ~1 KiB; anything near this is hostile
 
 
+def probe_argv(workdir: str, full: bool = False) -> list[str]:
+    """The command line of one probe, for a node's login shell to run."""
+    # `exec`: the login shell sshd starts becomes the sh that runs the script, one
+    # process fewer on the node per probe (this argv is only ever run by a remote shell).
+    return [
+        "exec",
+        "sh",
+        "-c",
+        PROBE_SCRIPT,
+        "edgectl-probe",
+        workdir,
+        "full" if full else "cached",
+    ]
+
+
 async def probe_one(
     node: Node, conn: Connection, timeout: float | None = None, full: bool = False
 ) -> ProbeResult:
@@ -24,11 +39,8 @@ async def probe_one(
         facts = await asyncio.to_thread(local_facts, node.workdir)
         return ProbeResult(node.name, True, facts=facts, probed_at=facts["probed_at"])
     started = time.perf_counter()
-    # `exec`: the login shell sshd starts becomes the sh that runs the script, one
-    # process fewer on the node per probe (the argv is only ever run by a remote shell).
-    argv = ["exec", "sh", "-c", PROBE_SCRIPT, "edgectl-probe", node.workdir]
     result = await conn.run(
-        [*argv, "full" if full else "cached"],
+        probe_argv(node.workdir, full),
         timeout=timeout,
         max_output=PROBE_OUTPUT_CAP,
     )
