@@ -222,11 +222,16 @@ class Fleet:
         pool: ConnectionPool,
         timeout: float | None = None,
         on_done: Callable[[str], None] | None = None,
+        full: bool = False,
     ) -> list[ProbeResult]:
-        """Probe nodes through a pool and record the round (one write)."""
+        """Probe nodes through a pool and record the round (one write).
+
+        `full` re-reads static facts (os, python3, tesseract and its languages) instead
+        of the copy each node caches in its workdir.
+        """
         from edgectl.facts.probe import probe_nodes
 
-        results = await probe_nodes(nodes, pool, timeout, on_done)
+        results = await probe_nodes(nodes, pool, timeout, on_done, full)
         self.store.ensure_home()
         self.facts_store.record(results)
         return results
@@ -238,14 +243,18 @@ class Fleet:
         forks: int = 100,
         accept_new: bool = False,
         progress: Progress | None = None,
+        full: bool = False,
     ) -> list[ProbeResult]:
-        """Probe the selected nodes over SSH (psutil for `local`) and store their facts."""
+        """Probe the selected nodes over SSH (psutil for `local`) and store their facts.
+
+        `full` re-reads static facts on every node instead of its cached copy.
+        """
         nodes = self.nodes(selector)
 
         async def go() -> list[ProbeResult]:
             async with self.pool(timeout, forks, accept_new) as pool:
                 with _progress(progress, len(nodes)) as on_done:
-                    return await self.probe_async(nodes, pool, timeout, on_done)
+                    return await self.probe_async(nodes, pool, timeout, on_done, full)
 
         import asyncio  # kept out of start-up: it costs tens of milliseconds to import
 

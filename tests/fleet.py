@@ -457,3 +457,21 @@ def running_fleet(count: int, **options: object) -> Iterator[Fleet]:
         yield session.start(count, **options)
     finally:
         session.close()
+
+
+def stale_static_facts(workdir: str, langs: Iterable[str]) -> Path:
+    """Make a node's cache of static facts list other tesseract languages, yet stay valid.
+
+    Every validity check the probe script makes still passes (same key, same mtime), so
+    only a forced full probe can notice: this is how tests tell cached facts from fresh.
+    """
+    cache = Path(workdir) / ".edgectl-facts"
+    stat = cache.stat()
+    lines = [
+        line for line in cache.read_text().splitlines() if not line.startswith("tesseract_lang=")
+    ]
+    end = lines.index("cache_end=1")
+    lines[end:end] = [f"tesseract_lang={lang}" for lang in langs]
+    cache.write_text("\n".join(lines) + "\n")
+    os.utime(cache, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return cache

@@ -13,7 +13,7 @@ from edgectl import Fleet as EdgeFleet
 from edgectl.inventory.model import Node
 from edgectl.status import ExitStatus
 from tests.cli import run_cli
-from tests.fleet import Fleet
+from tests.fleet import Fleet, stale_static_facts
 
 pytestmark = pytest.mark.fleet
 
@@ -80,6 +80,27 @@ def test_ssh_probe_and_psutil_agree_on_this_machine(fleet: Fleet, tmp_path: Path
     assert local["mem_available"] == pytest.approx(ssh["mem_available"], rel=0.1)
     assert local["uptime_s"] == pytest.approx(ssh["uptime_s"], abs=30)
     assert abs(local["load1"] - ssh["load1"]) < 2.0
+
+
+def test_probe_reuses_the_node_cache_of_static_facts_until_asked_for_full(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, fleet)
+    first = run_cli(home, "probe", "n01", "--json", "--full")
+    assert first.exit_status == 0, first.stderr
+    langs = first.json[0]["facts"]["tesseract_langs"]
+    assert "eng" in langs and len(langs) > 1
+    cache = stale_static_facts(fleet.nodes[0].workdir, ["eng"])
+    try:
+        cached = run_cli(home, "probe", "n01", "--json")
+        assert cached.json[0]["facts"]["tesseract_langs"] == ["eng"]  # the node's cache answered
+        assert cached.json[0]["facts"]["load1"] is not None
+        full = run_cli(home, "probe", "n01", "--json", "--full")
+        assert full.json[0]["facts"]["tesseract_langs"] == langs
+        again = run_cli(home, "probe", "n01", "--json")
+        assert again.json[0]["facts"]["tesseract_langs"] == langs  # --full renewed the cache
+    finally:
+        cache.unlink(missing_ok=True)
 
 
 def test_faults_each_get_their_reason_and_cost_only_their_timeout(

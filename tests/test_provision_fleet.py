@@ -15,7 +15,7 @@ from edgectl import Fleet as EdgeFleet
 from edgectl.inventory.model import Node
 from edgectl.status import ExitStatus
 from tests.cli import CliResult, run_cli
-from tests.fleet import Fleet
+from tests.fleet import Fleet, stale_static_facts
 from tests.test_fleet_view import make_home
 
 pytestmark = pytest.mark.fleet
@@ -145,6 +145,27 @@ def test_ocr_playbook_installs_the_runtime_and_status_shows_languages(
     again = provision(home, "ocr", "n*", "--json")
     assert again.exit_status == 0 and again.json["summary"]["steps_changed"] == 0
     print(f"ocr playbook on 2 nodes: {elapsed:.1f}s first run")
+
+
+def test_refresh_after_provisioning_reads_static_facts_past_the_node_cache(
+    fleet_factory, tmp_path: Path
+) -> None:
+    fleet = fleet_factory(1)
+    home = make_home(tmp_path, fleet)
+    probed = run_cli(home, "probe", "n01", "--json")
+    assert probed.exit_status == 0, probed.stderr
+    langs = probed.json[0]["facts"]["tesseract_langs"]
+    assert len(langs) > 1
+    # As if the languages were installed after the node cached its static facts unnoticed.
+    stale_static_facts(fleet.nodes[0].workdir, ["eng"])
+    assert run_cli(home, "probe", "n01", "--json").json[0]["facts"]["tesseract_langs"] == ["eng"]
+    playbook = tmp_path / "workdir.toml"
+    playbook.write_text('name = "workdir"\n\n[[steps]]\nname = "workdir"\ndir = "${workdir}"\n')
+    result = provision(home, str(playbook), "n01", "--json")
+    assert result.exit_status == 0, result.stderr + result.stdout
+    assert result.json["refreshed"] == ["n01"]
+    status = run_cli(home, "status", "n01", "--json")
+    assert status.json[0]["facts"]["tesseract_langs"] == langs
 
 
 def test_rolling_batches_stop_past_max_fail_and_name_who_failed_and_why(

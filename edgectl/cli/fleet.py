@@ -102,12 +102,18 @@ def probe(
     ),
     forks: int = FORKS,
     accept_new: bool = ACCEPT_NEW,
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Re-read static facts (os, python3, tesseract languages) instead of the "
+        "copy each node caches in its workdir.",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Probe nodes over SSH (one exec each) and store their facts."""
     state = get_state(ctx)
     results = state.fleet.probe(
-        selector or "all", timeout=timeout, forks=forks, accept_new=accept_new
+        selector or "all", timeout=timeout, forks=forks, accept_new=accept_new, full=full
     )
     if as_json:
         render.emit_json(state.env, [r.to_dict() for r in results])

@@ -16,14 +16,31 @@ from edgectl.transport import Connection, ConnectionPool, TransportError
 PROBE_OUTPUT_CAP = 256 * 1024  # a probe report is ~1 KiB; anything near this is hostile
 
 
-async def probe_one(node: Node, conn: Connection, timeout: float | None = None) -> ProbeResult:
-    """Probe one node over an open connection."""
+def probe_argv(workdir: str, full: bool = False) -> list[str]:
+    """The command line of one probe, for a node's login shell to run."""
+    # `exec`: the login shell sshd starts becomes the sh that runs the script, one
+    # process fewer on the node per probe (this argv is only ever run by a remote shell).
+    return [
+        "exec",
+        "sh",
+        "-c",
+        PROBE_SCRIPT,
+        "edgectl-probe",
+        workdir,
+        "full" if full else "cached",
+    ]
+
+
+async def probe_one(
+    node: Node, conn: Connection, timeout: float | None = None, full: bool = False
+) -> ProbeResult:
+    """Probe one node over an open connection; `full` re-reads its static facts too."""
     if node.connection == "local":
         facts = await asyncio.to_thread(local_facts, node.workdir)
         return ProbeResult(node.name, True, facts=facts, probed_at=facts["probed_at"])
     started = time.perf_counter()
     result = await conn.run(
-        ["sh", "-c", PROBE_SCRIPT, "edgectl-probe", node.workdir],
+        probe_argv(node.workdir, full),
         timeout=timeout,
         max_output=PROBE_OUTPUT_CAP,
     )
@@ -46,11 +63,16 @@ async def probe_nodes(
     pool: ConnectionPool,
     timeout: float | None = None,
     on_done: Callable[[str], None] | None = None,
+    full: bool = False,
 ) -> list[ProbeResult]:
-    """Probe every node through the pool; an unreachable node gets its reason."""
+    """Probe every node through the pool; an unreachable node gets its reason.
+
+    `full` makes every node re-read its static facts (tesseract languages and the like)
+    instead of reusing its cache of them: after provisioning, or when asked.
+    """
 
     async def probe(node: Node, conn: Connection) -> ProbeResult:
-        return await probe_one(node, conn, timeout)
+        return await probe_one(node, conn, timeout, full)
 
     outcomes = await pool.run_all(nodes, probe, on_done)
     results = []

@@ -58,8 +58,9 @@ class FleetAccess(Protocol):
         pool: ConnectionPool,
         timeout: float | None = ...,
         on_done: Callable[[str], None] | None = ...,
+        full: bool = ...,
     ) -> list[ProbeResult]:
-        """Probe nodes and store their facts."""
+        """Probe nodes and store their facts (`full`: static facts re-read, not cached)."""
 
 
 def provision(
@@ -103,7 +104,8 @@ def provision(
             runner = Runner(book, pool, fleet.facts(), settings)
 
             async def refresh(batch: list[Node]) -> None:
-                await fleet.probe_async(batch, pool, timeout)
+                # full: a playbook may have installed tesseract or languages just now.
+                await fleet.probe_async(batch, pool, timeout, full=True)
 
             if progress is None:
                 return await runner.run(nodes, refresh)

@@ -34,6 +34,33 @@ from edgectl.transport.quoting import quote_argv
 KEEPALIVE_COUNT_MAX = 3
 SFTP_CHUNK = 4 * MiB
 
+# Loaded client keys by path, with the (mtime, size, inode) of the key and its certificate:
+# asyncssh would read and parse the file again for every connection of a 1,000-node round.
+_client_keys: dict[str, tuple[tuple[object, ...], list[asyncssh.SSHKeyPair]]] = {}
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or edited; None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def client_keys(path: str) -> list[asyncssh.SSHKeyPair]:
+    """The key pair at path (with its `-cert.pub`, if any), loaded once until it changes."""
+    full = os.path.expanduser(path)
+    stamp = (_stamp(full), _stamp(full + "-cert.pub"))
+    if stamp[0] is None:
+        raise FileNotFoundError(2, "No such file or directory", full)
+    cached = _client_keys.get(full)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    pairs = list(asyncssh.load_keypairs(full))
+    _client_keys[full] = (stamp, pairs)
+    return pairs
+
 
 @dataclass(frozen=True)
 class Login:
@@ -84,8 +111,8 @@ def _connect_arguments(
     }
     if node.user:
         arguments["username"] = node.user
-    if node.key:
-        arguments["client_keys"] = [os.path.expanduser(node.key)]
+    if node.key and login is None:
+        arguments["client_keys"] = client_keys(node.key)
     if login is not None:
         arguments.update(agent_path=None, gss_auth=False)
         if login.password is not None:

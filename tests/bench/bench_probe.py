@@ -276,7 +276,7 @@ def main() -> None:
 
 def run(count: int, repeats: int, forks: int, script_floor: bool) -> None:
     """Start the fleet, measure, print."""
-    from edgectl.facts.script import PROBE_SCRIPT
+    from edgectl.facts.probe import probe_argv
     from edgectl.transport.quoting import quote_argv
     from tests.fleet import running_fleet
 
@@ -288,7 +288,7 @@ def run(count: int, repeats: int, forks: int, script_floor: bool) -> None:
         fleet.write_known_hosts(runner.known_hosts)
         workdir = fleet.nodes[0].workdir
         # The same command line edgectl sends (its workdir argument aside: node 1's for all).
-        probe_command = quote_argv(["sh", "-c", PROBE_SCRIPT, "edgectl-probe", workdir])
+        probe_command = quote_argv(probe_argv(workdir))
 
         kinds: dict[str, Callable[[], Sample]] = {"floor": runner.floor, "edgectl": runner.edgectl}
         if script_floor:
