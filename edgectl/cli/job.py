@@ -391,10 +391,20 @@ def resume(
         for d in jobs.list_jobs()
         if d["state"] in ("queued", "running") and not job_is_busy(state.fleet.home, d["id"])
     ]
+    # Together, in one run: their tasks are placed by priority across the jobs, and a job
+    # after another one of them waits for it there.
+    ids = [d["id"] for d in unfinished]
+    if ids:
+        with render.count_progress(state.env, "inputs") as progress:
+            jobs.run_many(ids, forks=forks, on_progress=progress)
     worst = ExitStatus.OK
-    for document in unfinished:
-        _run_and_report(state, document["id"], False, forks, False)
-        worst = max(worst, state.exit_status)
+    documents = [jobs.show(job_id) for job_id in ids]
+    for document in documents:
+        worst = max(worst, job_exit_status(document))
+        if not as_json:
+            _summary(state, document)
+    if as_json:
+        render.emit_json(state.env, documents)
     state.exit_status = worst
 
 

@@ -146,9 +146,10 @@ def cut_chunk(sequence: Sequence[Placement], now: float, target_s: float) -> lis
     # Tasks are taken while they are planned to end within `target_s` of now, and at least
     # one: early on the target is large and chunks are long (little overhead); as the
     # remaining work shrinks so do the chunks, and the tail is made of single tasks.
+    # A chunk holds one job's tasks only: it runs as one process of one kind.
     chunk: list[Placement] = []
     for placed in sequence:
-        if chunk and placed.finish - now > target_s:
+        if chunk and (placed.finish - now > target_s or placed.task.job_id != chunk[0].task.job_id):
             break
         chunk.append(placed)
     return chunk
@@ -172,18 +173,25 @@ def probe_picks(
         off = abs(c.task.work - size)
         return (off > 0.5 * size, -c.priority, off)
 
+    # Slot by slot across the nodes (first slots first), so that with few tasks every
+    # unknown node still gets one and is measured.
     picks: list[tuple[str, Candidate]] = []
     taken: set[str] = set()
-    for name in unknown:
-        view = views[name]
-        for _ in range(free[name]):
+    left = {name: free[name] for name in unknown}
+    while any(left.values()):
+        for name in unknown:
+            if not left[name]:
+                continue
+            view = views[name]
             fits = [
                 c
                 for c in candidates
                 if name in c.nodes and c.task.id not in taken and fits_disk(c.task, view)
             ]
             if not fits:
-                break
+                left[name] = 0
+                continue
+            left[name] -= 1
             pick = min(fits, key=closeness)
             taken.add(pick.task.id)
             if view.disk_left is not None:
