@@ -671,3 +671,11 @@ def straggling_with(**config: object) -> tuple[Dispatcher, str]:
         d.task_started(a.task_ids[0], a.node, NOW)
     d.task_finished(batch["fast"].task_ids[0], "fast", 10.0, NOW + 10)
     return d, batch["slow"].task_ids[0]
+
+
+def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() -> None:
+    d = dispatcher(node("new", cores=1), extra_slots=0)
+    d.add_job(JobSpec("low"), tasks("low", 8, work=2), NOW)  # sized like a probe
+    d.add_job(JobSpec("high", priority=5), tasks("high", 2, work=50), NOW)
+    (probe,) = d.assign(NOW)
+    assert probe.task_ids[0].startswith("high")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from edgectl.api import Fleet
 
 MAX_INPUTS = 1_000_000
+STARTUP_GRACE_S = 10.0  # a job submitted this recently may not have its runner started yet
 
 
 def expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -351,7 +352,8 @@ class Jobs:
             )
             if state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not pending:
                 return state
-            if not job_is_busy(self.fleet.home, job.id) and not job.cancelled:
+            starting = time.time() - job.created < STARTUP_GRACE_S  # its runner may be starting
+            if not job_is_busy(self.fleet.home, job.id) and not job.cancelled and not starting:
                 raise UsageError(
                     f"job {job.id} is not running (resume it with: edgectl job resume {job.id})"
                 )

@@ -161,17 +161,18 @@ def probe_picks(
     """For each free slot of a node not yet measured, a task near the queue's lower quartile."""
     # Small, so that a slow node is not handed a large task on a guess and its rate is
     # learned soon; alike, so that nodes report in order of speed and the first large
-    # tasks go to fast ones. Among tasks near that size, the highest priority first.
+    # tasks go to fast ones. Priority comes first: a probe never runs a lower-priority
+    # task while a higher one waits.
     unknown = [n for n, v in views.items() if not v.observed and free.get(n)]
     if not unknown or not candidates:
         return []
     works = [c.task.work for c in candidates]
     size = statistics.quantiles(works, n=4)[0] if len(works) > 1 else works[0]
 
-    def closeness(c: Candidate) -> tuple[bool, int, float]:
-        """Near the size first, then the highest priority, then the nearest."""
+    def closeness(c: Candidate) -> tuple[int, bool, float]:
+        """The highest priority first, then near the size, then the nearest."""
         off = abs(c.task.work - size)
-        return (off > 0.5 * size, -c.priority, off)
+        return (-c.priority, off > 0.5 * size, off)
 
     # Slot by slot across the nodes (first slots first), so that with few tasks every
     # unknown node still gets one and is measured.
