@@ -15,10 +15,12 @@ from edgectl.errors import NotFoundError, UsageError
 from edgectl.facts.store import ProbeResult
 from edgectl.inventory.model import Node
 from edgectl.jobs.executor import ExecOptions, Executor, JobBusy, job_is_busy, job_lock, kill_task
+from edgectl.jobs.explaining import explain_placement
 from edgectl.jobs.kinds import get_kind, input_names
 from edgectl.jobs.ledger import Ledger
 from edgectl.jobs.model import Job, JobState, Task, TaskState, job_state, new_id
 from edgectl.jobs.results import results_dir
+from edgectl.scheduler import Explanation
 
 if TYPE_CHECKING:
     from edgectl.api import Fleet
@@ -340,6 +342,38 @@ class Jobs:
                     executor.event(job.id, f"finishing the results failed: {exc}")
             executor.flush()
             return states
+
+    def explain(
+        self,
+        kind: str,
+        inputs: Sequence[str],
+        selector: str = "all",
+        priority: int = 0,
+        after: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
+        remote_paths: Sequence[str] = (),
+        timeout: float = 10.0,
+        forks: int = 100,
+        accept_new: bool = False,
+    ) -> Explanation:
+        """A dry run of `submit`: probe the nodes (recording nothing) and explain the placement."""
+        import asyncio
+
+        from edgectl.facts.probe import probe_nodes
+
+        job = self._prepare(kind, inputs, selector, priority, after, params, remote_paths)
+        handler = get_kind(kind)
+        nodes = self.fleet.nodes(selector)
+
+        async def probe() -> list[ProbeResult]:
+            async with self.fleet.pool(timeout, forks, accept_new) as pool:
+                return await probe_nodes(nodes, pool, timeout)
+
+        probed = {r.name: r for r in asyncio.run(probe())}
+        return explain_placement(job, handler, nodes, probed, self._done_dependencies(job))
+
+    def _done_dependencies(self, job: Job) -> list[str]:
+        return [a for a in job.after if self.show(a)["state"] == JobState.DONE.value]
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobState:
         """Wait until a job has ended (by whatever process runs it); return its state."""
