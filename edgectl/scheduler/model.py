@@ -39,7 +39,9 @@ class SchedulerConfig:
     max_fact_age_s: float = 300.0  # facts older than this make a node ineligible
     transfer_s_per_byte: float = 1 / 10e6  # seconds to push one byte to a node (10 MB/s)
     rate_smoothing: float = 0.3  # EWMA weight of the newest rate sample
-    chunk_divisor: float = 2.0  # k in guided self-scheduling: chunk = remaining / (k x rate)
+    # k in guided self-scheduling: chunk = remaining / (k x rate). A chunk is one process
+    # that no copy may race, so this also bounds the work a node that slows can hold up.
+    chunk_divisor: float = 3.0
     straggler_factor: float = 2.0  # a task is late past this multiple of its expected time
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
