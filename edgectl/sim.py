@@ -328,6 +328,7 @@ def make_policy(name: str, scenario: Scenario) -> Policy:
         config = SchedulerConfig(
             max_fact_age_s=6 * scenario.probe_every_s,
             transfer_s_per_byte=scenario.s_per_byte,
+            dispatch_s=scenario.dispatch_s,
             duplicates=name == "edgectl",
         )
         return Dispatcher(config)

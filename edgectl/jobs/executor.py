@@ -439,6 +439,8 @@ class Executor:
         if task.state != TaskState.RUNNING:
             return
         keys = self._inputs_of(task)
+        if report.exit_status == 0 and not report.error:
+            self._computed(task, slot, len(keys))  # timed before the download
         rival = next(
             (self.claimed[k] for k in keys if self.claimed.get(k, task.id) != task.id), None
         )
@@ -502,7 +504,6 @@ class Executor:
         self._set(task, state=TaskState.DONE, outputs=outputs, finished=finished, error=None)
         slot.active.discard(task.id)
         slot.cleanup.append(task.id)
-        self._computed(task, slot, len(keys))
         for key in keys:
             self.attempt.pop((key, slot.node.name), None)
             for loser in self.dispatcher.task_finished(key, slot.node.name, 1e-3, finished):

@@ -266,7 +266,11 @@ class Dispatcher(SchedulerState):
         }
         capacity = sum(len(p.avail) * p.rate for p in pools.values())
         remaining = sum(c.task.work for c in candidates)
-        target = remaining / capacity / self.config.chunk_divisor if capacity > 0 else 0.0
+        fluid = remaining / capacity if capacity > 0 else 0.0
+        # Shrinking chunks, but none so short that its fixed cost (upload and start, fetch)
+        # is a large share of it, and none longer than an even split of what is left.
+        floor = self.config.dispatch_s / self.config.max_dispatch_share
+        target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
         placements, _ = list_schedule(
             candidates, pools, self.config.transfer_s_per_byte, horizon=now + target
         )

@@ -42,6 +42,8 @@ class SchedulerConfig:
     # k in guided self-scheduling: chunk = remaining / (k x rate). A chunk is one process
     # that no copy may race, so this also bounds the work a node that slows can hold up.
     chunk_divisor: float = 3.0
+    dispatch_s: float = 0.1  # fixed seconds a chunk costs besides its work (start, fetch)
+    max_dispatch_share: float = 0.1  # chunks last at least dispatch_s / this, when work allows
     straggler_factor: float = 2.0  # a task is late past this multiple of its expected time
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
