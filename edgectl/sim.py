@@ -20,6 +20,9 @@ chain of `after` jobs (a job cannot start before the jobs it comes after could e
 Transfers, dispatch costs and work lost on the dropped node are outside the bound, so
 they show up in makespan / bound; no schedule can beat it.
 
+As in the job engine, a chunk runs as one process: a speculative copy may only race a
+task that was dispatched alone (killing the loser must not take other tasks with it).
+
 Duplicated work is the work computed twice: what attempts that lost a race to a copy
 (or whose copy lost) had computed when they were cancelled, over the total work.
 """
@@ -325,6 +328,7 @@ def make_policy(name: str, scenario: Scenario) -> Policy:
         config = SchedulerConfig(
             max_fact_age_s=6 * scenario.probe_every_s,
             transfer_s_per_byte=scenario.s_per_byte,
+            dispatch_s=scenario.dispatch_s,
             duplicates=name == "edgectl",
         )
         return Dispatcher(config)

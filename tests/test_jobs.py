@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -19,6 +22,7 @@ from edgectl import Fleet as EdgeFleet
 from edgectl.jobs.executor import ExecOptions
 from edgectl.jobs.model import JobState
 from edgectl.jobs.service import Jobs
+from edgectl.scheduler import SchedulerConfig
 from tests.cli import run_cli
 from tests.fleet import Fleet
 from tests.test_fleet_view import make_home
@@ -82,7 +86,10 @@ def test_forty_inputs_spread_over_the_fleet_each_result_once(fleet: Fleet, tmp_p
     check_results(home, document["id"], inputs)
     used = {t["node"] for t in document["tasks"]}
     assert len(used) >= 3, used  # spread, not piled on one node
-    assert sum(len(t["inputs"]) for t in document["tasks"]) == 40
+    primaries = [t for t in document["tasks"] if not t["duplicate_of"]]
+    assert sum(len(t["inputs"]) for t in primaries) == 40  # each input in one task
+    copies = [t for t in document["tasks"] if t["duplicate_of"]]  # speculative, at the tail
+    assert len(copies) <= 4
     # The remote task directories are cleaned up.
     for node in fleet.nodes:
         assert not list((Path(node.workdir) / "tasks").glob("t*"))
@@ -221,3 +228,41 @@ def test_cancel_leaves_no_process_on_any_node(fleet: Fleet, tmp_path: Path) -> N
     document = run_cli(home, "job", "show", job_id, "--json").json
     assert document["state"] == "cancelled"
     assert {t["state"] for t in document["tasks"]} <= {"cancelled", "done"}
+
+
+def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 8)
+    shared = Path(tempfile.mkdtemp(prefix="edgectl-copy-"))  # the nodes' user writes there
+    shared.chmod(0o777)
+    marker = shared / "first-attempt-started"
+    # The first attempt of in003 hangs; any later one (a copy) runs at once.
+    slow = (
+        f"if [ {{name}} = in003.txt ] && [ ! -e {marker} ]; then touch {marker}; sleep 67; fi; "
+        + UPPER
+    )
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": slow})
+    one_per_chunk = SchedulerConfig(
+        chunk_divisor=1000.0, duplicate_work_cap=1.0, report_delay_s=FAST.poll_max
+    )
+    started = time.monotonic()
+    state = jobs.run(job.id, options=replace(FAST, scheduler=one_per_chunk))
+    assert state == JobState.DONE
+    assert time.monotonic() - started < 40  # not the 67 s of the hung attempt
+    check_results(home, job.id, inputs)  # each output stored once
+    tasks = jobs.show(job.id)["tasks"]
+    [copy] = [t for t in tasks if t["duplicate_of"]]
+    original = next(t for t in tasks if t["id"] == copy["duplicate_of"])
+    assert copy["state"] == "done" and copy["inputs"] == ["in003.txt"]
+    assert original["state"] == "cancelled" and copy["node"] in original["error"]
+    assert copy["node"] != original["node"]
+    user = fleet.nodes[0].user or ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any("sleep 67" in a for a in _ps_args(user)):
+        time.sleep(0.2)
+    assert not any("sleep 67" in a for a in _ps_args(user))  # the loser's group was killed
+    assert jobs.show(job.id)["state"] == "done"
+    shutil.rmtree(shared, ignore_errors=True)

@@ -528,3 +528,154 @@ def test_static_split_divides_inputs_evenly_upfront() -> None:
         ("b", 2),
         ("b", 1),
     ]
+
+
+# ---- what the job executor needs -----------------------------------------------------------
+
+
+def test_a_kinds_capability_test_rejects_a_node_with_its_reason() -> None:
+    def needs_gpu(facts: object) -> str | None:
+        return None if dict(facts).get("gpu") else "no gpu"  # type: ignore[call-overload]
+
+    d = dispatcher(node("plain"), node("gpu", facts={"gpu": "yes"}))
+    d.add_job(JobSpec("j", capability=needs_gpu), tasks("j", 4), NOW)
+    assert verdicts(d) == {"plain": ["no gpu"], "gpu": []}
+    assert {a.node for a in d.assign(NOW)} == {"gpu"}
+
+
+def test_an_input_that_lives_on_one_node_runs_only_there() -> None:
+    d = dispatcher(node("a"), node("b"), rates={"a": 1.0, "b": 100.0})
+    d.add_job(JobSpec("j"), tasks("j", 3, only_on="a"), NOW)
+    assert {a.node for a in d.assign(NOW)} == {"a"}
+    assert d.plan(NOW).unplaceable == {}
+
+
+def test_unknown_nodes_are_measured_one_slot_each_before_second_slots() -> None:
+    d = dispatcher(node("a"), node("b"), node("c"), node("d"))  # 5 slots each
+    d.add_job(JobSpec("j"), tasks("j", 4), NOW)
+    assert sorted(a.node for a in d.assign(NOW)) == ["a", "b", "c", "d"]
+
+
+def test_a_chunk_holds_the_tasks_of_one_job_only() -> None:
+    d = dispatcher(node("n", cores=1), rates={"n": 100.0}, extra_slots=0)
+    d.add_job(JobSpec("x"), tasks("x", 3, work=1), NOW)
+    d.add_job(JobSpec("y"), tasks("y", 3, work=1), NOW)
+    (chunk,) = d.assign(NOW)
+    assert len({t.split("-")[0] for t in chunk.task_ids}) == 1
+
+
+def test_computed_tasks_free_their_slot_and_end_only_when_their_result_is_home() -> None:
+    d = dispatcher(node("n", cores=1), rates={"n": 1.0}, extra_slots=0, chunk_divisor=0.1)
+    d.add_job(JobSpec("j"), tasks("j", 4, work=1), NOW)
+    (chunk,) = d.assign(NOW)
+    assert len(chunk.task_ids) == 4
+    d.task_started(chunk.task_ids[0], "n", NOW)
+    for index, task_id in enumerate(chunk.task_ids):
+        d.task_computed(task_id, "n", 1.0, NOW + index + 1)
+    assert d.task_status(chunk.task_ids[0]) is TaskStatus.RUNNING  # not home yet
+    samples = d.rates.samples["n"]
+    for task_id in chunk.task_ids:
+        assert d.task_finished(task_id, "n", 4.0, NOW + 5) == []
+    assert d.rates.samples["n"] == samples  # each task learned from once
+    assert d.finished
+
+
+def test_a_task_whose_chunk_failed_after_computing_is_placed_again() -> None:
+    d = dispatcher(node("a", cores=1), node("b", cores=1), rates={"a": 1.0, "b": 1.0})
+    d.add_job(JobSpec("j"), tasks("j", 1, work=1), NOW)
+    (first,) = d.assign(NOW)
+    d.task_computed(first.task_ids[0], first.node, 1.0, NOW + 1)
+    status = d.task_failed(first.task_ids[0], first.node, "download failed", NOW + 2)
+    assert status is TaskStatus.QUEUED
+    (again,) = d.assign(NOW + 2)
+    assert again.node != first.node
+
+
+def test_a_lost_node_gives_back_tasks_computed_but_not_home() -> None:
+    d = dispatcher(node("a", cores=1), rates={"a": 1.0}, extra_slots=0)
+    d.add_job(JobSpec("j"), tasks("j", 1, work=1), NOW)
+    (chunk,) = d.assign(NOW)
+    d.task_computed(chunk.task_ids[0], "a", 1.0, NOW + 1)
+    assert d.node_lost("a", NOW + 2) == list(chunk.task_ids)
+
+
+def test_a_returned_task_is_queued_without_blame_on_its_node() -> None:
+    d = dispatcher(node("a", cores=1), extra_slots=0)
+    d.add_job(JobSpec("j"), tasks("j", 1), NOW)
+    (chunk,) = d.assign(NOW)
+    assert d.task_returned(chunk.task_ids[0], "a", NOW + 1) is TaskStatus.QUEUED
+    assert d.task_failures(chunk.task_ids[0]) == {}
+    assert [a.node for a in d.assign(NOW + 1)] == ["a"]  # may go back to the same node
+
+
+def test_adopted_tasks_hold_their_slot_after_a_restart() -> None:
+    d = dispatcher(node("a", cores=1), extra_slots=0)
+    d.add_job(JobSpec("j"), tasks("j", 2), NOW)
+    d.adopt("a", ["j-000"], NOW)
+    assert d.assign(NOW) == []  # its one slot is taken
+    assert d.running_on("j-000") == ["a"]
+    d.task_finished("j-000", "a", 1.0, NOW + 1)
+    assert [a.task_ids for a in d.assign(NOW + 1)] == [("j-001",)]
+
+
+def test_a_cancelled_job_returns_its_running_attempts_and_fails_jobs_after_it() -> None:
+    d = dispatcher(node("a", cores=1), extra_slots=0)
+    d.add_job(JobSpec("x"), tasks("x", 2), NOW)
+    d.add_job(JobSpec("y", after=("x",)), tasks("y", 1), NOW)
+    (chunk,) = d.assign(NOW)
+    assert d.cancel_job("x", NOW + 1) == {"a": list(chunk.task_ids)}
+    assert d.job_status("y") is JobStatus.FAILED
+    assert "cancelled" in " ".join(d.explain(NOW + 1, "y").jobs[0].reasons)
+    assert d.finished
+
+
+def test_a_chunk_of_several_tasks_is_never_raced_by_a_copy() -> None:
+    d = dispatcher(
+        node("slow", cores=1),
+        node("fast", cores=1),
+        rates={"slow": 1.0, "fast": 1.0},
+        extra_slots=0,
+        duplicate_work_cap=1.0,
+        chunk_divisor=0.01,  # everything in one chunk per slot
+    )
+    d.add_job(JobSpec("j"), tasks("j", 6, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    assert len(batch["slow"].task_ids) > 1
+    d.task_started(batch["slow"].task_ids[0], "slow", NOW)
+    finish(d, batch["fast"], NOW, seconds=10.0)
+    assert all(a.duplicate_of is None for a in d.assign(NOW + 500))
+
+
+def test_news_arriving_a_poll_late_is_not_taken_for_lateness() -> None:
+    def late_copies(delay: float) -> list[Assignment]:
+        d, _ = straggling_with(report_delay_s=delay)
+        return [a for a in d.assign(NOW + 50) if a.duplicate_of]
+
+    assert late_copies(0.0)
+    assert late_copies(60.0) == []
+
+
+def straggling_with(**config: object) -> tuple[Dispatcher, str]:
+    """As `straggling`, with more settings."""
+    d = dispatcher(
+        node("slow", cores=1),
+        node("fast", cores=1),
+        rates={"slow": 1.0, "fast": 1.0},
+        extra_slots=0,
+        duplicate_work_cap=0.5,
+        **config,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    for a in batch.values():
+        d.task_started(a.task_ids[0], a.node, NOW)
+    d.task_finished(batch["fast"].task_ids[0], "fast", 10.0, NOW + 10)
+    return d, batch["slow"].task_ids[0]
+
+
+def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() -> None:
+    d = dispatcher(node("new", cores=1), extra_slots=0)
+    d.add_job(JobSpec("low"), tasks("low", 8, work=2), NOW)  # sized like a probe
+    d.add_job(JobSpec("high", priority=5), tasks("high", 2, work=50), NOW)
+    (probe,) = d.assign(NOW)
+    assert probe.task_ids[0].startswith("high")

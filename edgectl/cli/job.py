@@ -85,6 +85,11 @@ def submit(
     wait: bool = typer.Option(
         False, "--wait", help="Run it here and wait for the end (default: run in the background)."
     ),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Dry run: per node, why it would be chosen or rejected, and the predicted makespan.",
+    ),
     remote_path: list[str] = typer.Option(
         [],
         "--remote-path",
@@ -171,6 +176,20 @@ def submit(
 
         inputs += [str(page) for page in sample_pages.paths()]
     jobs = _jobs(state)
+    if explain:
+        explanation = jobs.explain(
+            kind,
+            inputs or [],
+            selector=on,
+            priority=priority,
+            after=after,
+            params=params,
+            remote_paths=remote_path,
+            forks=forks,
+            accept_new=accept_new,
+        )
+        _render_explanation(state, explanation, as_json)
+        return
     job = jobs.submit(
         kind,
         inputs,
@@ -192,6 +211,59 @@ def submit(
             state.env,
             f"job {job.id} runs in the background (pid {pid}); follow it with: edgectl job wait {job.id}",
         )
+
+
+def _render_explanation(state: State, explanation: Any, as_json: bool) -> None:
+    from edgectl.scheduler import explanation_to_dict
+
+    if as_json:
+        render.emit_json(state.env, explanation_to_dict(explanation))
+        return
+    rows = [
+        [
+            n.node,
+            "chosen" if n.tasks else ("rejected" if not n.eligible else "idle"),
+            str(n.tasks),
+            f"{n.free_slots}/{n.slots}",
+            f"{n.rate:.3g} ({n.rate_source})" if n.eligible else "",
+            f"{n.wait_s:.1f}" if n.eligible else "",
+            f"{n.transfer_s:.1f}" if n.eligible else "",
+            f"{n.compute_s:.1f}" if n.eligible else "",
+            f"{n.finish_s:.1f}" if n.eligible else "",
+            n.verdict,
+        ]
+        for n in explanation.nodes
+    ]
+    render.table(
+        state.env,
+        [
+            "NODE",
+            "VERDICT",
+            "TASKS",
+            "FREE",
+            "RATE/S",
+            "WAIT S",
+            "PUSH S",
+            "WORK S",
+            "DONE IN S",
+            "WHY",
+        ],
+        rows,
+    )
+    for job in explanation.jobs:
+        waiting = f", waiting for {', '.join(job.waiting_for)}" if job.waiting_for else ""
+        render.line(
+            state.env, f"job: {job.queued} input(s) to place, priority {job.priority}{waiting}"
+        )
+    if explanation.unplaceable:
+        reasons = sorted(set(explanation.unplaceable.values()))
+        render.line(
+            state.env,
+            f"{len(explanation.unplaceable)} input(s) cannot be placed: {'; '.join(reasons)}",
+        )
+    render.line(
+        state.env, f"predicted makespan: {explanation.makespan_s:.1f} s (nothing was submitted)"
+    )
 
 
 @app.command("list")
@@ -420,10 +492,20 @@ def resume(
         for d in jobs.list_jobs()
         if d["state"] in ("queued", "running") and not job_is_busy(state.fleet.home, d["id"])
     ]
+    # Together, in one run: their tasks are placed by priority across the jobs, and a job
+    # after another one of them waits for it there.
+    ids = [d["id"] for d in unfinished]
+    if ids:
+        with render.count_progress(state.env, "inputs") as progress:
+            jobs.run_many(ids, forks=forks, on_progress=progress)
     worst = ExitStatus.OK
-    for document in unfinished:
-        _run_and_report(state, document["id"], False, forks, False)
-        worst = max(worst, state.exit_status)
+    documents = [jobs.show(job_id) for job_id in ids]
+    for document in documents:
+        worst = max(worst, job_exit_status(document))
+        if not as_json:
+            _summary(state, document)
+    if as_json:
+        render.emit_json(state.env, documents)
     state.exit_status = worst
 
 

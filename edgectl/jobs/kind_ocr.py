@@ -65,6 +65,7 @@ class OcrKind(Kind):
     """OCR with tesseract: text, TSV, hOCR or PDF per page, and a record per page."""
 
     name = "ocr"
+    mem_per_task = 64 * 1024 * 1024  # tesseract on one page at a time
 
     def __init__(self) -> None:
         self._bases: tuple[int, dict[str, str]] | None = None

@@ -78,6 +78,12 @@ class Kind:
 
     name = ""
     requires_langs: Sequence[str] = ()
+    mem_per_task = 0  # bytes of free memory a task needs on its node
+
+    def work(self, item: dict[str, Any]) -> float:
+        """The expected work of one input, in the unit node rates are learned in."""
+        # A fixed cost per input (start-up, a round of the shell) plus one per megabyte.
+        return 1.0 + int(item.get("size") or 0) / 1e6
 
     def check(self, params: dict[str, Any]) -> None:
         """Refuse bad options before anything is stored."""
@@ -143,6 +149,7 @@ class ScriptKind(Kind):
                 .replace("{stem}", shlex.quote(stem))
             )
             lines.append(f"( {command}\n) || exit $?")
+            lines.append("printf . >> progress")  # one byte per input done: see remote.POLL
         return TaskPayload(files=files, run_sh="\n".join(lines) + "\n")
 
 

@@ -92,7 +92,8 @@ class Task:
     exit_status: int | None = None
     started: float | None = None
     finished: float | None = None
-    duplicate_of: str | None = None
+    duplicate_of: str | None = None  # a speculative copy of that task: first result wins
+    moved_to: str | None = None  # its inputs were all placed again within other tasks
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and `--json` shape."""
@@ -136,7 +137,7 @@ def job_state(job: Job, tasks: list[Task]) -> JobState:
     """The state of a job, from its tasks."""
     if not tasks:
         return JobState.CANCELLED if job.cancelled else JobState.DONE
-    states = {t.state for t in tasks if t.duplicate_of is None}
+    states = {effective_state(t, tasks) for t in tasks if t.duplicate_of is None and not t.moved_to}
     if states <= FINAL_STATES:
         if TaskState.FAILED in states:
             return JobState.FAILED
@@ -146,3 +147,16 @@ def job_state(job: Job, tasks: list[Task]) -> JobState:
     if states == {TaskState.QUEUED}:
         return JobState.QUEUED
     return JobState.RUNNING
+
+
+def effective_state(task: Task, tasks: list[Task]) -> TaskState:
+    """A task's state counting its copies: done when any is done, live while any is live."""
+    copies = [t for t in tasks if t.duplicate_of == task.id]
+    if not copies or task.state == TaskState.DONE:
+        return task.state
+    if any(t.state == TaskState.DONE for t in copies):
+        return TaskState.DONE
+    if task.state.final:
+        live = [t.state for t in copies if not t.state.final]
+        return live[0] if live else task.state
+    return task.state

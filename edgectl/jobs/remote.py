@@ -44,7 +44,9 @@ POLL = (
     _WORKDIR
     + 'for t in "$@"; do d=$wd/tasks/$t; '
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
-    + "then printf 'R\\t%s\\n' \"$t\"; "
+    # Running: with how many inputs it has done so far (a byte per input in `progress`).
+    + 'then n=0; [ -f "$d/progress" ] && n=$(wc -c < "$d/progress"); '
+    + "printf 'R\\t%s\\t%s\\n' \"$t\" $n; "
     + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
     + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | while IFS= read -r line; do '
     + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; fi; '
@@ -155,6 +157,7 @@ class PollReport:
     exit_status: int | None = None
     manifest: list[OutputEntry] | None = None
     error: str | None = None
+    progress: int = 0  # inputs done so far, while running
 
 
 class ManifestError(ValueError):
@@ -191,7 +194,9 @@ def parse_poll(
         if task_id not in wanted:
             continue
         if kind == "R":
-            reports[task_id] = PollReport(task_id, "running")
+            done = value.strip()
+            progress = int(done) if done.isdigit() and len(done) < 10 else 0
+            reports[task_id] = PollReport(task_id, "running", progress=progress)
         elif kind == "L":
             reports[task_id] = PollReport(
                 task_id, "lost", error="the runner is gone and left no status"

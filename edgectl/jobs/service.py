@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import subprocess
 import sys
@@ -11,17 +12,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgectl.errors import NotFoundError, UsageError
+from edgectl.facts.store import ProbeResult
 from edgectl.inventory.model import Node
 from edgectl.jobs.executor import ExecOptions, Executor, JobBusy, job_is_busy, job_lock, kill_task
+from edgectl.jobs.explaining import explain_placement
 from edgectl.jobs.kinds import get_kind, input_names
 from edgectl.jobs.ledger import Ledger
 from edgectl.jobs.model import Job, JobState, Task, TaskState, job_state, new_id
 from edgectl.jobs.results import results_dir
+from edgectl.scheduler import Explanation
 
 if TYPE_CHECKING:
     from edgectl.api import Fleet
 
 MAX_INPUTS = 1_000_000
+STARTUP_GRACE_S = 10.0  # a job submitted this recently may not have its runner started yet
 
 
 def expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -110,6 +115,22 @@ class Jobs:
         `remote_paths` are globs of files already on the selected nodes: they are listed
         now (one exec per node) and each is processed where it lies, never uploaded.
         """
+        job = self._prepare(kind, inputs, selector, priority, after, params, remote_paths)
+        self.fleet.store.ensure_home()
+        self.ledger.create(job, [])
+        return job
+
+    def _prepare(
+        self,
+        kind: str,
+        inputs: Sequence[str],
+        selector: str,
+        priority: int,
+        after: Sequence[str],
+        params: dict[str, Any] | None,
+        remote_paths: Sequence[str],
+    ) -> Job:
+        """A new job, checked, not stored."""
         handler = get_kind(kind)
         params = dict(params or {})
         handler.check(params)
@@ -118,15 +139,13 @@ class Jobs:
         remote = self._list_remote(nodes, remote_paths) if remote_paths else []
         if not paths and not remote:
             raise UsageError("no inputs given (files, directories, globs or --remote-path)")
-        for dependency in after:
-            self.ledger.load(dependency)
         names = input_names([str(p) for p in paths])
         local = [
             {"name": name, "path": str(p), "size": p.stat().st_size}
             for name, p in zip(names, paths, strict=True)
         ]
         params["inputs"] = local + remote
-        job = Job(
+        return Job(
             id=new_id("j"),
             kind=kind,
             created=time.time(),
@@ -135,9 +154,6 @@ class Jobs:
             priority=priority,
             after=[self.ledger.load(a)[0].id for a in after],
         )
-        self.fleet.store.ensure_home()
-        self.ledger.create(job, [])
-        return job
 
     def _list_remote(self, nodes: list[Node], patterns: Sequence[str]) -> list[dict[str, Any]]:
         """Files matching the globs on each node: {name, remote, node, size}."""
@@ -213,63 +229,151 @@ class Jobs:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> JobState:
         """Run (or resume) a job in this process until it ends."""
+        job, _ = self.ledger.load(job_id)
+        return self.run_many([job.id], options, forks, accept_new, on_progress)[job.id]
+
+    def run_many(
+        self,
+        job_ids: Sequence[str],
+        options: ExecOptions | None = None,
+        forks: int = 100,
+        accept_new: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, JobState]:
+        """Run (or resume) jobs together: their tasks are placed by priority across them."""
         import asyncio
 
-        job, tasks = self.ledger.load(job_id)
-        with job_lock(self.fleet.home, job.id):
-            job, tasks = self.ledger.load(job.id)  # fresh, under the lock
-            if job.cancelled:
-                return job_state(job, tasks)
-            self._wait_for_dependencies(job)
-            return asyncio.run(
-                self._run(job, tasks, options or ExecOptions(), forks, accept_new, on_progress)
-            )
+        ids = [self.ledger.load(j)[0].id for j in job_ids]
+        with contextlib.ExitStack() as locks:
+            for job_id in ids:
+                locks.enter_context(job_lock(self.fleet.home, job_id))
+            states: dict[str, JobState] = {}
+            runs = []
+            for job_id in ids:
+                job, tasks = self.ledger.load(job_id)  # fresh, under the lock
+                if job.cancelled:
+                    states[job.id] = job_state(job, tasks)
+                elif (why := self._wait_for_dependencies(job, set(ids))) is not None:
+                    states[job.id] = self._fail_unrun(job, tasks, why)
+                else:
+                    runs.append((job, tasks))
+            if runs:
+                states.update(
+                    asyncio.run(
+                        self._run(runs, options or ExecOptions(), forks, accept_new, on_progress)
+                    )
+                )
+            return states
 
-    def _wait_for_dependencies(self, job: Job) -> None:
+    def _wait_for_dependencies(self, job: Job, together: set[str]) -> str | None:
+        """Wait for the jobs it comes after (those not run here); why it cannot run, or None."""
         for dependency in job.after:
+            if dependency in together:
+                continue  # placed after it by the scheduler, in this run
             state = self.wait(dependency)
             if state != JobState.DONE:
-                raise UsageError(f"job {job.id} runs after {dependency}, which ended {state.value}")
+                return f"it runs after job {dependency}, which ended {state.value}"
+        return None
+
+    def _fail_unrun(self, job: Job, tasks: list[Task], why: str) -> JobState:
+        """End a job that cannot run: its unassigned inputs and queued tasks fail with `why`."""
+        assigned = {i["name"] for t in tasks for i in t.inputs}
+        pending = [i for i in job.params.get("inputs", []) if i["name"] not in assigned]
+        fresh = (
+            [Task(id=new_id("t"), job_id=job.id, inputs=pending, state=TaskState.FAILED, error=why)]
+            if pending
+            else []
+        )
+        changes = {
+            t.id: {"state": TaskState.FAILED.value, "error": why}
+            for t in tasks
+            if t.state == TaskState.QUEUED
+        }
+        self.ledger.apply(changes, fresh, [(job.id, f"not run: {why}")])
+        _, tasks = self.ledger.load(job.id)
+        return job_state(job, tasks)
+
+    def _selected(self, jobs: Sequence[Job]) -> list[Node]:
+        """Every node some of the jobs may use, once each."""
+        found: dict[str, Node] = {}
+        for job in jobs:
+            for node in self.fleet.nodes(job.selector, allow_empty=True):
+                found.setdefault(node.name, node)
+        return list(found.values())
 
     async def _run(
         self,
-        job: Job,
-        tasks: list[Task],
+        runs: list[tuple[Job, list[Task]]],
         options: ExecOptions,
         forks: int,
         accept_new: bool,
         on_progress: Callable[[int, int], None] | None,
-    ) -> JobState:
-        nodes = self.fleet.nodes(job.selector, allow_empty=True)
-        handler = get_kind(job.kind)
+    ) -> dict[str, JobState]:
+        nodes = self._selected([job for job, _ in runs])
         async with self.fleet.pool(options.op_timeout, forks, accept_new) as pool:
             probed = await self.fleet.probe_async(nodes, pool, options.op_timeout)
-            up = {r.name: r for r in probed if r.reachable}
-            # A node the kind cannot use (no tesseract, a language missing) gets no task.
-            refused = {
-                n.name: why
-                for n in nodes
-                if n.name in up and (why := handler.eligible(job.params, up[n.name].facts))
-            }
-            usable = [n for n in nodes if n.name in up and n.name not in refused]
-            slots = {name: _slots(result.facts) for name, result in up.items()}
+            up = {r.name for r in probed if r.reachable}
+
+            async def reprobe(chosen: list[Node]) -> list[ProbeResult]:
+                return await self.fleet.probe_async(chosen, pool, options.op_timeout)
+
             executor = Executor(
-                self.fleet.home, self.ledger, job, tasks, usable, slots, pool, options, on_progress
+                self.fleet.home,
+                self.ledger,
+                runs,
+                [n for n in nodes if n.name in up],
+                probed,
+                pool,
+                options,
+                on_progress,
+                prober=reprobe,
             )
-            for name, why in refused.items():
-                executor._event(f"node {name} cannot run {job.kind} tasks: {why}")
-            if not usable:
-                executor._event(
-                    "no selected node can run it" if refused else "no selected node is reachable"
-                )
-            state = await executor.run()
-            executor._event(f"{executor.bytes_uploaded} bytes uploaded (inputs, runners, scripts)")
-            try:
-                handler.finish(job, executor.results)
-            except (OSError, ValueError, UsageError) as exc:  # e.g. a partial that cannot merge
-                executor._event(f"finishing the results failed: {exc}")
+            for job, _ in runs:
+                selected = {n.name for n in self.fleet.nodes(job.selector, allow_empty=True)}
+                if not selected & up:
+                    executor.event(job.id, "no selected node is reachable")
+            states = await executor.run()
+            for job, _ in runs:
+                sent = executor.bytes_uploaded.get(job.id, 0)
+                executor.event(job.id, f"{sent} bytes uploaded (inputs, runners, scripts)")
+                try:
+                    get_kind(job.kind).finish(job, results_dir(self.fleet.home, job.id))
+                except (OSError, ValueError, UsageError) as exc:  # a partial that cannot merge
+                    executor.event(job.id, f"finishing the results failed: {exc}")
             executor.flush()
-            return state
+            return states
+
+    def explain(
+        self,
+        kind: str,
+        inputs: Sequence[str],
+        selector: str = "all",
+        priority: int = 0,
+        after: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
+        remote_paths: Sequence[str] = (),
+        timeout: float = 10.0,
+        forks: int = 100,
+        accept_new: bool = False,
+    ) -> Explanation:
+        """A dry run of `submit`: probe the nodes (recording nothing) and explain the placement."""
+        import asyncio
+
+        from edgectl.facts.probe import probe_nodes
+
+        job = self._prepare(kind, inputs, selector, priority, after, params, remote_paths)
+        handler = get_kind(kind)
+        nodes = self.fleet.nodes(selector)
+
+        async def probe() -> list[ProbeResult]:
+            async with self.fleet.pool(timeout, forks, accept_new) as pool:
+                return await probe_nodes(nodes, pool, timeout)
+
+        probed = {r.name: r for r in asyncio.run(probe())}
+        return explain_placement(job, handler, nodes, probed, self._done_dependencies(job))
+
+    def _done_dependencies(self, job: Job) -> list[str]:
+        return [a for a in job.after if self.show(a)["state"] == JobState.DONE.value]
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobState:
         """Wait until a job has ended (by whatever process runs it); return its state."""
@@ -282,7 +386,8 @@ class Jobs:
             )
             if state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not pending:
                 return state
-            if not job_is_busy(self.fleet.home, job.id) and not job.cancelled:
+            starting = time.time() - job.created < STARTUP_GRACE_S  # its runner may be starting
+            if not job_is_busy(self.fleet.home, job.id) and not job.cancelled and not starting:
                 raise UsageError(
                     f"job {job.id} is not running (resume it with: edgectl job resume {job.id})"
                 )
@@ -396,10 +501,3 @@ async def asyncio_gather(coroutines: list[Any]) -> None:
     import asyncio
 
     await asyncio.gather(*coroutines, return_exceptions=True)
-
-
-def _slots(facts: dict[str, Any]) -> int:
-    """Parallel tasks a node takes: its cores less what its load already uses, at least one."""
-    cores = int(facts.get("cores") or 1)
-    load = float(facts.get("load1") or 0.0)
-    return max(1, round(cores - min(load, cores - 1)))

@@ -106,9 +106,11 @@ class Dispatcher(SchedulerState):
         self._drop_attempt(task, node, now)
         if task.status is not TaskStatus.RUNNING:
             return []  # a copy already won
-        self.rates.observe(
-            node, task.spec.work if work is None else work, seconds, self._share(node)
-        )
+        if node not in task.computed:
+            self.rates.observe(
+                node, task.spec.work if work is None else work, seconds, self._share(node)
+            )
+        task.computed.clear()
         self._fail_streak[node] = 0
         losers = sorted(task.attempts)
         for other in losers:
@@ -119,12 +121,84 @@ class Dispatcher(SchedulerState):
         self._task_final(task)
         return losers
 
+    def task_computed(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> None:
+        """The node finished computing the task, which took `seconds`; its result is not home yet.
+
+        The slot moves on to the chunk's next task (or frees); the task stays running until
+        `task_finished` (its result stored) or `task_failed` (say, its chunk failed later).
+        """
+        task = self._tasks[task_id]
+        if node not in task.attempts or node in task.computed:
+            return
+        if task.status is TaskStatus.RUNNING:
+            self.rates.observe(
+                node, task.spec.work if work is None else work, seconds, self._share(node)
+            )
+        task.computed.add(node)
+        for chunk in self._chunks.get(node, []):
+            if task_id in chunk.task_ids:
+                if chunk.task_ids[0] == task_id:
+                    chunk.since, chunk.transfer_s = now, 0.0
+                chunk.task_ids.remove(task_id)
+                if not chunk.task_ids:
+                    self._chunks[node].remove(chunk)
+                return
+
+    def adopt(
+        self, node: str, task_ids: Sequence[str], now: float, duplicate_of: str | None = None
+    ) -> None:
+        """Take over tasks found running on a node (after a restart) as one chunk started now."""
+        specs = [self._tasks[t].spec for t in task_ids]
+        rate = self._view(node, now).plan_rate if node in self._nodes else self.rates.unit()
+        self._dispatch(node, specs, now, rate, duplicate_of)
+        self._tasks[task_ids[0]].attempts[node] = now
+
+    def fail_task(self, task_id: str, reason: str) -> None:
+        """Give up on a queued task that no node can run (say, its only data is on a lost node)."""
+        task = self._tasks[task_id]
+        if task.status is not TaskStatus.QUEUED:
+            return
+        task.failures.setdefault("", reason)
+        task.status = TaskStatus.FAILED
+        self._task_final(task)
+
+    def cancel_job(self, job_id: str, now: float) -> dict[str, list[str]]:
+        """Stop a job: nothing more of it is placed; return node -> its tasks running there."""
+        job = self._jobs[job_id]
+        running: dict[str, list[str]] = {}
+        for task_id in job.task_ids:
+            task = self._tasks[task_id]
+            for node in sorted(task.attempts):
+                running.setdefault(node, []).append(task_id)
+                self._drop_attempt(task, node, now)
+            if task.status is not TaskStatus.DONE:
+                task.status = TaskStatus.FAILED
+        if job.status is not JobStatus.DONE:
+            job.status = JobStatus.FAILED
+            job.reasons.append("cancelled")
+        self._refresh_jobs()
+        return running
+
+    def task_returned(self, task_id: str, node: str, now: float) -> TaskStatus:
+        """The attempt on the node was abandoned through no fault of the task: queue it again."""
+        task = self._tasks[task_id]
+        if node not in task.attempts or task.status is not TaskStatus.RUNNING:
+            return task.status
+        self._drop_attempt(task, node, now)
+        task.computed.discard(node)
+        if not task.attempts:
+            task.status = TaskStatus.QUEUED
+        return task.status
+
     def task_failed(self, task_id: str, node: str, reason: str, now: float) -> TaskStatus:
         """A task failed on a node: retry it elsewhere, or fail it after two nodes failed it."""
         task = self._tasks[task_id]
         if node not in task.attempts or task.status is not TaskStatus.RUNNING:
             return task.status
         self._drop_attempt(task, node, now)
+        task.computed.discard(node)
         task.failures[node] = reason
         streak = self._fail_streak.get(node, 0) + 1
         self._fail_streak[node] = streak
@@ -142,13 +216,15 @@ class Dispatcher(SchedulerState):
     def node_lost(self, node: str, now: float) -> list[str]:
         """The node is gone: its running tasks go back to the queue; return their ids."""
         requeued = []
-        for chunk in self._chunks.pop(node, []):
-            for task_id in chunk.task_ids:
-                task = self._tasks[task_id]
-                task.attempts.pop(node, None)
+        self._chunks.pop(node, None)
+        # Every attempt there, in a chunk or computed with its result not yet home.
+        for task in self._tasks.values():
+            if node in task.attempts:
+                task.attempts.pop(node)
+                task.computed.discard(node)
                 if task.status is TaskStatus.RUNNING and not task.attempts:
                     task.status = TaskStatus.QUEUED
-                    requeued.append(task_id)
+                    requeued.append(task.spec.id)
         self._lost[node] = now
         return requeued
 
@@ -190,7 +266,11 @@ class Dispatcher(SchedulerState):
         }
         capacity = sum(len(p.avail) * p.rate for p in pools.values())
         remaining = sum(c.task.work for c in candidates)
-        target = remaining / capacity / self.config.chunk_divisor if capacity > 0 else 0.0
+        fluid = remaining / capacity if capacity > 0 else 0.0
+        # Shrinking chunks, but none so short that its fixed cost (upload and start, fetch)
+        # is a large share of it, and none longer than an even split of what is left.
+        floor = self.config.dispatch_s / self.config.max_dispatch_share
+        target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
         placements, _ = list_schedule(
             candidates, pools, self.config.transfer_s_per_byte, horizon=now + target
         )
@@ -349,6 +429,7 @@ class Dispatcher(SchedulerState):
             expected_s={t.id: t.work / rate for t in tasks},
             measured=self.rates.observed(node) is not None,
             duplicate_of=duplicate_of,
+            single=len(tasks) == 1,
         )
         self._chunks.setdefault(node, []).append(chunk)
         for spec in tasks:
@@ -398,7 +479,12 @@ class Dispatcher(SchedulerState):
                 failed = [a for a, s in states.items() if s is JobStatus.FAILED]
                 if failed:
                     job.status, changed = JobStatus.FAILED, True
-                    job.reasons.append(f"after job {failed[0]}, which failed")
+                    why = (
+                        "; ".join(self._jobs[failed[0]].reasons) if failed[0] in self._jobs else ""
+                    )
+                    job.reasons.append(
+                        f"after job {failed[0]}, which failed" + (f" ({why})" if why else "")
+                    )
                     for task_id in job.task_ids:
                         self._tasks[task_id].status = TaskStatus.FAILED
                 elif all(s is JobStatus.DONE for s in states.values()):

@@ -81,6 +81,10 @@ def job_reasons(
     if record is None or not selector.matches(record, selector_facts(state)):
         reasons.append(f"selector {job.selector!r} does not match")
     reasons.extend(lang_reasons(job.requires_langs, state.langs))
+    if job.capability is not None:
+        refusal = job.capability(state.facts)
+        if refusal:
+            reasons.append(refusal)
     if job.mem_per_task and (state.mem_available or 0) < job.mem_per_task:
         have = format_bytes(state.mem_available or 0)
         reasons.append(f"memory: {have} available < {format_bytes(job.mem_per_task)} per task")

@@ -6,7 +6,7 @@ the executor, the simulator and the tests build them directly and the CLI can du
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -39,13 +39,21 @@ class SchedulerConfig:
     max_fact_age_s: float = 300.0  # facts older than this make a node ineligible
     transfer_s_per_byte: float = 1 / 10e6  # seconds to push one byte to a node (10 MB/s)
     rate_smoothing: float = 0.3  # EWMA weight of the newest rate sample
-    chunk_divisor: float = 2.0  # k in guided self-scheduling: chunk = remaining / (k x rate)
+    # k in guided self-scheduling: chunk = remaining / (k x rate). A chunk is one process
+    # that no copy may race, so this also bounds the work a node that slows can hold up.
+    chunk_divisor: float = 3.0
+    dispatch_s: float = 0.1  # fixed seconds a chunk costs besides its work (start, fetch)
+    max_dispatch_share: float = 0.1  # chunks last at least dispatch_s / this, when work allows
     straggler_factor: float = 2.0  # a task is late past this multiple of its expected time
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
     tail_margin: float = 0.25  # a straggler ending this much after all else is the tail
     duplicates: bool = True  # speculative copies at the tail
+    # A chunk runs as one process: only a chunk dispatched as a single task can be raced by
+    # a copy (killing the loser must not kill other tasks with it).
+    copy_single_task_chunks_only: bool = True
+    report_delay_s: float = 0.0  # events reach us this late (a poll interval): not lateness
     exclude_after_failures: int = 3  # consecutive task failures that exclude a node
     extra_slots: int = 1  # slots beyond free cores, so that uploads overlap computing
     min_free_share: float = 0.1  # floor of a node's free share of its cores in the prior
@@ -103,6 +111,11 @@ class JobSpec:
     selector: str = "all"
     requires_langs: tuple[str, ...] = ()
     mem_per_task: int = 0  # bytes of available memory a task needs
+    # The job kind's own test of a node's facts (say, tesseract with the job's languages):
+    # a pure function returning why the node cannot run the job, or None.
+    capability: Callable[[Mapping[str, Any]], str | None] | None = field(
+        default=None, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,7 @@ class TaskSpec:
     output_bytes: int = 0  # expected size of what it writes on the node
     requires_langs: tuple[str, ...] = ()  # on top of the job's
     priority: int | None = None  # None: the job's
+    only_on: str | None = None  # its data exists on this node only (not a saving: a must)
 
     @property
     def input_bytes(self) -> int:

@@ -146,9 +146,10 @@ def cut_chunk(sequence: Sequence[Placement], now: float, target_s: float) -> lis
     # Tasks are taken while they are planned to end within `target_s` of now, and at least
     # one: early on the target is large and chunks are long (little overhead); as the
     # remaining work shrinks so do the chunks, and the tail is made of single tasks.
+    # A chunk holds one job's tasks only: it runs as one process of one kind.
     chunk: list[Placement] = []
     for placed in sequence:
-        if chunk and placed.finish - now > target_s:
+        if chunk and (placed.finish - now > target_s or placed.task.job_id != chunk[0].task.job_id):
             break
         chunk.append(placed)
     return chunk
@@ -160,30 +161,38 @@ def probe_picks(
     """For each free slot of a node not yet measured, a task near the queue's lower quartile."""
     # Small, so that a slow node is not handed a large task on a guess and its rate is
     # learned soon; alike, so that nodes report in order of speed and the first large
-    # tasks go to fast ones. Among tasks near that size, the highest priority first.
+    # tasks go to fast ones. Priority comes first: a probe never runs a lower-priority
+    # task while a higher one waits.
     unknown = [n for n, v in views.items() if not v.observed and free.get(n)]
     if not unknown or not candidates:
         return []
     works = [c.task.work for c in candidates]
     size = statistics.quantiles(works, n=4)[0] if len(works) > 1 else works[0]
 
-    def closeness(c: Candidate) -> tuple[bool, int, float]:
-        """Near the size first, then the highest priority, then the nearest."""
+    def closeness(c: Candidate) -> tuple[int, bool, float]:
+        """The highest priority first, then near the size, then the nearest."""
         off = abs(c.task.work - size)
-        return (off > 0.5 * size, -c.priority, off)
+        return (-c.priority, off > 0.5 * size, off)
 
+    # Slot by slot across the nodes (first slots first), so that with few tasks every
+    # unknown node still gets one and is measured.
     picks: list[tuple[str, Candidate]] = []
     taken: set[str] = set()
-    for name in unknown:
-        view = views[name]
-        for _ in range(free[name]):
+    left = {name: free[name] for name in unknown}
+    while any(left.values()):
+        for name in unknown:
+            if not left[name]:
+                continue
+            view = views[name]
             fits = [
                 c
                 for c in candidates
                 if name in c.nodes and c.task.id not in taken and fits_disk(c.task, view)
             ]
             if not fits:
-                break
+                left[name] = 0
+                continue
+            left[name] -= 1
             pick = min(fits, key=closeness)
             taken.add(pick.task.id)
             if view.disk_left is not None:

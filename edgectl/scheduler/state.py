@@ -45,6 +45,7 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.QUEUED
     attempts: dict[str, float | None] = field(default_factory=dict)  # node -> started at
     failures: dict[str, str] = field(default_factory=dict)  # node -> reason
+    computed: set[str] = field(default_factory=set)  # nodes done computing it, result not home
 
 
 @dataclass
@@ -60,6 +61,7 @@ class ChunkRecord:
     expected_s: dict[str, float]  # task id -> compute seconds expected when dispatched
     measured: bool  # whether the node's rate was known then (else the expectation is a guess)
     duplicate_of: str | None = None
+    single: bool = True  # dispatched as one task (a copy may race it, its loser be killed)
 
 
 @dataclass
@@ -143,17 +145,23 @@ class SchedulerState:
 
     def _timing(self, chunk: ChunkRecord, rate: float, now: float) -> tuple[float, float, float]:
         """The chunk's current task: expected seconds now, expected at dispatch, elapsed."""
-        # Before the task starts computing, its push is part of all three.
+        # Before the task starts computing, its push is part of all three. News of a task
+        # may come `report_delay_s` late: time within it is not counted against the task.
         first = self._tasks[chunk.task_ids[0]]
         started = first.attempts.get(chunk.node)
+        delay = self.config.report_delay_s
         expected_now = first.spec.work / rate
         expected_then = expected_now
         if chunk.measured:
             expected_then = chunk.expected_s.get(first.spec.id, expected_now)
         if started is None:
             pushed = chunk.transfer_s
-            return expected_now + pushed, expected_then + pushed, now - chunk.since
-        return expected_now, expected_then, now - started
+            return (
+                expected_now + pushed,
+                expected_then + pushed,
+                max(0.0, now - chunk.since - delay),
+            )
+        return expected_now, expected_then, max(0.0, now - started - delay)
 
     def _any_free_slot(self, now: float) -> bool:
         """Whether some usable node has a free slot (a cheap check before the full views)."""
@@ -213,6 +221,8 @@ class SchedulerState:
         # end well after the job could (its work left spread over the fleet).
         # `others_end_s`: when the other chunks that are on time should end.
         chunks: list[tuple[list[tuple[TaskRecord, float, float]], str, bool]] = []
+        whole_only = self.config.copy_single_task_chunks_only
+        uncopyable: set[int] = set()  # chunks of several tasks, when those may not be raced
         job_work: dict[str, float] = {}  # work left in running tasks, per job
         for name, node_chunks in self._chunks.items():
             view = views.get(name)
@@ -230,6 +240,8 @@ class SchedulerState:
                         ahead += task.spec.work / plan_rate
                     tasks.append((task, ahead, left))
                     job_work[task.spec.job_id] = job_work.get(task.spec.job_id, 0.0) + left
+                if whole_only and not chunk.single:
+                    uncopyable.add(len(chunks))
                 chunks.append((tasks, name, late))
         on_time = sorted(
             ((tasks[-1][1], index) for index, (tasks, _, late) in enumerate(chunks) if not late),
@@ -239,6 +251,8 @@ class SchedulerState:
         fleet_rate = sum(v.slots * v.plan_rate for v in views.values() if not v.reasons)
         found = []
         for index, (tasks, name, late) in enumerate(chunks):
+            if index in uncopyable:
+                continue
             others = [end for end, other in on_time[:2] if other != index]
             for task, ahead, left in tasks:
                 if len(task.attempts) != 1:
@@ -283,6 +297,8 @@ class SchedulerState:
         """Whether the task may go to the node, its job and node already being eligible."""
         if node in task.failures or node in task.attempts:
             return False
+        if task.spec.only_on is not None and task.spec.only_on != node:
+            return False
         extra = task_langs(task.spec, self._jobs[task.spec.job_id].spec)
         return not extra or not lang_reasons(extra, self._nodes[node].langs)
 
@@ -306,7 +322,7 @@ class SchedulerState:
             if task.status is not TaskStatus.QUEUED:
                 continue
             allowed = nodes
-            if task.failures or task.spec.requires_langs:
+            if task.failures or task.spec.requires_langs or task.spec.only_on:
                 allowed = tuple(n for n in nodes if self._may_run(task, n))
             candidate = Candidate(task.spec, task.priority, allowed, release)
             keyed.append((order_key(candidate, task.seq), candidate))

@@ -338,6 +338,8 @@ def main(argv: list[str]) -> int:
         entry["bad_records"] = stats["bad"]
         bad_total += stats["bad"]
         files.append(entry)
+        with open("progress", "a") as progress:  # a byte per input done, for edgectl's polls
+            progress.write(".")
     task_id = os.path.basename(os.getcwd())
     document = {
         "format": FORMAT,

@@ -387,6 +387,8 @@ def main(argv: list[str]) -> int:
             for record in ocr_image(libs, item, config, host):
                 log.write(json.dumps(record, ensure_ascii=False) + "\n")
                 log.flush()
+            with open("progress", "a") as progress:  # a byte per input done, for edgectl
+                progress.write(".")
     os.replace(temp, os.path.join("out", f"{task_id}.ocr.jsonl"))
     return 0
 
