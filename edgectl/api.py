@@ -195,23 +195,35 @@ class Fleet:
         return ImportReport(path=path, format=used, read=len(nodes), added=added, replaced=replaced)
 
     def connect_options(
-        self, timeout: float | None = None, accept_new: bool = False
+        self, timeout: float | None = None, accept_new: bool = False, *, keepalive: bool = True
     ) -> ConnectOptions:
-        """Connection options for this home: its known_hosts, the user's, and timeouts."""
+        """Connection options for this home: its known_hosts, the user's, and timeouts.
+
+        `keepalive=False` suits one-shot work, whose command timeout already bounds a
+        silent node: no keepalive timer is re-armed at every packet of every connection.
+        """
         from edgectl.transport import ConnectOptions
 
         options = ConnectOptions(known_hosts_path=self.home / "known_hosts", accept_new=accept_new)
         if timeout is not None:
             options.connect_timeout = options.login_timeout = options.command_timeout = timeout
+        if not keepalive:
+            options.keepalive_interval = 0.0
         return options
 
     def pool(
-        self, timeout: float | None = None, forks: int = 100, accept_new: bool = False
+        self,
+        timeout: float | None = None,
+        forks: int = 100,
+        accept_new: bool = False,
+        *,
+        keepalive: bool = True,
     ) -> ConnectionPool:
         """A connection pool for async fleet work (reuse it across rounds, as `top` does)."""
         from edgectl.transport import ConnectionPool
 
-        return ConnectionPool(self.connect_options(timeout, accept_new), forks=forks)
+        options = self.connect_options(timeout, accept_new, keepalive=keepalive)
+        return ConnectionPool(options, forks=forks)
 
     async def probe_async(
         self,
@@ -249,7 +261,8 @@ class Fleet:
         nodes = self.nodes(selector)
 
         async def go() -> list[ProbeResult]:
-            async with self.pool(timeout, forks, accept_new) as pool:
+            # One round, then the pool closes: the probe's timeout bounds every node.
+            async with self.pool(timeout, forks, accept_new, keepalive=False) as pool:
                 with _progress(progress, len(nodes)) as on_done:
                     return await self.probe_async(nodes, pool, timeout, on_done, full)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,9 +208,21 @@ class Connection(abc.ABC):
 T = TypeVar("T")
 
 
+async def bounded(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await a result within timeout seconds, else raise asyncio.TimeoutError.
+
+    On Python 3.11+ the awaitable runs in the calling task under `asyncio.timeout`;
+    `wait_for` would wrap it in a task of its own, for every command on every node.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
+
+
 async def with_timeout(awaitable: Awaitable[T], timeout: float, what: str) -> T:
     """Await a result, turning a timeout into TransportError('timeout')."""
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        return await bounded(awaitable, timeout)
     except asyncio.TimeoutError:
         raise TransportError("timeout", f"{what}: no result within {timeout:g} s") from None

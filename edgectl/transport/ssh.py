@@ -22,6 +22,7 @@ from edgectl.transport.base import (
     MiB,
     RunResult,
     TransportError,
+    bounded,
     collect_output,
     feed_stdin,
     script_command,
@@ -149,7 +150,7 @@ async def connect(node: Node, options: ConnectOptions) -> SSHConnection:
     budget = options.connect_timeout + options.login_timeout
     try:
         # The outer wait_for is a backstop should asyncssh's own timers not fire.
-        conn = await asyncio.wait_for(
+        conn = await bounded(
             asyncssh.connect(**_connect_arguments(node, options, client)), budget + 1.0
         )
     except asyncio.CancelledError:
