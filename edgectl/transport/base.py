@@ -157,10 +157,37 @@ async def collect_output(
     return out, err, out_truncated or err_truncated
 
 
+class Session(abc.ABC):
+    """A command kept running on a node that answers requests, one at a time.
+
+    For work repeated every few seconds on the same nodes (`top`): a request costs one
+    write and one read on an open channel, not a new channel and a new remote shell.
+    """
+
+    @abc.abstractmethod
+    async def exchange(
+        self, request: bytes, end: bytes, *, timeout: float | None = None, max_output: int
+    ) -> bytes:
+        """Send a request; return the reply, which ends with `end`. Any failure ends the session."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """End the command; safe to call twice."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """True once the session has ended (closed, failed, or its connection lost)."""
+
+
 class Connection(abc.ABC):
     """An open connection to one node: run commands, move single files."""
 
     node_name: str
+
+    async def open_session(self, argv: Sequence[str]) -> Session | None:
+        """Start argv (quoted) as a Session; None where this connection keeps none."""
+        return None
 
     @abc.abstractmethod
     async def run(
