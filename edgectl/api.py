@@ -232,15 +232,17 @@ class Fleet:
         timeout: float | None = None,
         on_done: Callable[[str], None] | None = None,
         full: bool = False,
+        keep_session: bool = True,
     ) -> list[ProbeResult]:
         """Probe nodes through a pool and record the round (one write).
 
         `full` re-reads static facts (os, python3, tesseract and its languages) instead
-        of the copy each node caches in its workdir.
+        of the copy each node caches in its workdir. Each node's probe shell stays open
+        in the pool for the next round unless `keep_session` is False.
         """
         from edgectl.facts.probe import probe_nodes
 
-        results = await probe_nodes(nodes, pool, timeout, on_done, full)
+        results = await probe_nodes(nodes, pool, timeout, on_done, full, keep_session)
         self.store.ensure_home()
         self.facts_store.record(results)
         return results

@@ -115,3 +115,23 @@ def test_rounds_reuse_the_probe_session_and_restart_a_killed_one(
     assert len(kept_before) == 1 and kept_after == kept_before  # round two used the same shell
     assert len(killed) == 1
     assert all(reachable)  # the killed session was started afresh, not reported as down
+
+
+def test_a_probe_that_keeps_no_session_leaves_no_shell_behind(fleet: Fleet, tmp_path: Path) -> None:
+    home = make_home(tmp_path, fleet)
+    edge = EdgeFleet(home)
+    nodes = edge.nodes("n03")
+
+    async def one_round() -> tuple[bool, list[int]]:
+        async with edge.pool(timeout=10) as pool:
+            results = await edge.probe_async(nodes, pool, 10, keep_session=False)
+            left = probe_shells(nodes[0].workdir)
+            for _ in range(40):  # the channel is closed: the shell goes within moments
+                if not left:
+                    break
+                await asyncio.sleep(0.05)
+                left = probe_shells(nodes[0].workdir)
+            return results[0].reachable, left
+
+    reachable, left = asyncio.run(one_round())
+    assert reachable and left == []

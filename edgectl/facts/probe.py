@@ -49,9 +49,17 @@ def probe_argv(workdir: str, full: bool = False) -> list[str]:
 
 
 async def probe_one(
-    node: Node, conn: Connection, timeout: float | None = None, full: bool = False
+    node: Node,
+    conn: Connection,
+    timeout: float | None = None,
+    full: bool = False,
+    keep_session: bool = True,
 ) -> ProbeResult:
-    """Probe one node over an open connection; `full` re-reads its static facts too."""
+    """Probe one node over an open connection; `full` re-reads its static facts too.
+
+    The node's probe shell stays open on the connection for the next round unless
+    `keep_session` is False (the connection's channels are wanted for other work).
+    """
     if node.connection == "local":
         facts = await asyncio.to_thread(local_facts, node.workdir)
         return ProbeResult(node.name, True, facts=facts, probed_at=facts["probed_at"])
@@ -82,6 +90,8 @@ async def probe_one(
         )
     rtt_ms = (time.perf_counter() - started) * 1000
     now = time.time()
+    if not keep_session and session is not None:
+        await session.close()
     try:
         facts = parse_probe_output(reply.decode("utf-8", errors="replace"), rtt_ms, now)
     except ProbeOutputError:
@@ -123,15 +133,17 @@ async def probe_nodes(
     timeout: float | None = None,
     on_done: Callable[[str], None] | None = None,
     full: bool = False,
+    keep_session: bool = True,
 ) -> list[ProbeResult]:
     """Probe every node through the pool; an unreachable node gets its reason.
 
     `full` makes every node re-read its static facts (tesseract languages and the like)
     instead of reusing its cache of them: after provisioning, or when asked.
+    `keep_session=False` closes each node's probe shell after its answer.
     """
 
     async def probe(node: Node, conn: Connection) -> ProbeResult:
-        return await probe_one(node, conn, timeout, full)
+        return await probe_one(node, conn, timeout, full, keep_session)
 
     outcomes = await pool.run_all(nodes, probe, on_done)
     results = []

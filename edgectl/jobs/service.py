@@ -243,7 +243,10 @@ class Jobs:
         nodes = self.fleet.nodes(job.selector, allow_empty=True)
         handler = get_kind(job.kind)
         async with self.fleet.pool(options.op_timeout, forks, accept_new) as pool:
-            probed = await self.fleet.probe_async(nodes, pool, options.op_timeout)
+            # keep_session=False: the job's tasks want every channel sshd allows per node.
+            probed = await self.fleet.probe_async(
+                nodes, pool, options.op_timeout, keep_session=False
+            )
             up = {r.name: r for r in probed if r.reachable}
             # A node the kind cannot use (no tesseract, a language missing) gets no task.
             refused = {
