@@ -341,7 +341,7 @@ class SSHConnection(Connection):
         """Close the connection; safe to call twice."""
         self._conn.close()
         with contextlib.suppress(asyncio.TimeoutError, asyncssh.Error, OSError):
-            await asyncio.wait_for(self._conn.wait_closed(), CLOSE_GRACE)
+            await bounded(self._conn.wait_closed(), CLOSE_GRACE)
         self._client.lost = True
 
 
