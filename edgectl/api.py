@@ -198,23 +198,35 @@ class Fleet:
         return ImportReport(path=path, format=used, read=len(nodes), added=added, replaced=replaced)
 
     def connect_options(
-        self, timeout: float | None = None, accept_new: bool = False
+        self, timeout: float | None = None, accept_new: bool = False, *, keepalive: bool = True
     ) -> ConnectOptions:
-        """Connection options for this home: its known_hosts, the user's, and timeouts."""
+        """Connection options for this home: its known_hosts, the user's, and timeouts.
+
+        `keepalive=False` suits one-shot work, whose command timeout already bounds a
+        silent node: no keepalive timer is re-armed at every packet of every connection.
+        """
         from edgectl.transport import ConnectOptions
 
         options = ConnectOptions(known_hosts_path=self.home / "known_hosts", accept_new=accept_new)
         if timeout is not None:
             options.connect_timeout = options.login_timeout = options.command_timeout = timeout
+        if not keepalive:
+            options.keepalive_interval = 0.0
         return options
 
     def pool(
-        self, timeout: float | None = None, forks: int = 100, accept_new: bool = False
+        self,
+        timeout: float | None = None,
+        forks: int = 100,
+        accept_new: bool = False,
+        *,
+        keepalive: bool = True,
     ) -> ConnectionPool:
         """A connection pool for async fleet work (reuse it across rounds, as `top` does)."""
         from edgectl.transport import ConnectionPool
 
-        return ConnectionPool(self.connect_options(timeout, accept_new), forks=forks)
+        options = self.connect_options(timeout, accept_new, keepalive=keepalive)
+        return ConnectionPool(options, forks=forks)
 
     async def probe_async(
         self,
@@ -223,15 +235,17 @@ class Fleet:
         timeout: float | None = None,
         on_done: Callable[[str], None] | None = None,
         full: bool = False,
+        keep_session: bool = True,
     ) -> list[ProbeResult]:
         """Probe nodes through a pool and record the round (one write).
 
         `full` re-reads static facts (os, python3, tesseract and its languages) instead
-        of the copy each node caches in its workdir.
+        of the copy each node caches in its workdir. Each node's probe shell stays open
+        in the pool for the next round unless `keep_session` is False.
         """
         from edgectl.facts.probe import probe_nodes
 
-        results = await probe_nodes(nodes, pool, timeout, on_done, full)
+        results = await probe_nodes(nodes, pool, timeout, on_done, full, keep_session)
         self.store.ensure_home()
         self.facts_store.record(results)
         return results
@@ -252,7 +266,8 @@ class Fleet:
         nodes = self.nodes(selector)
 
         async def go() -> list[ProbeResult]:
-            async with self.pool(timeout, forks, accept_new) as pool:
+            # One round, then the pool closes: the probe's timeout bounds every node.
+            async with self.pool(timeout, forks, accept_new, keepalive=False) as pool:
                 with _progress(progress, len(nodes)) as on_done:
                     return await self.probe_async(nodes, pool, timeout, on_done, full)
 

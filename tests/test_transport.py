@@ -547,3 +547,67 @@ def test_fleet_password_option_enables_password_login_on_chosen_nodes(
             return "denied"
 
     assert [run(login(n)) for n in fleet.nodes] == ["edgetest", "denied"]
+
+
+# -- sessions: a command kept running that answers requests --------------------------------
+
+ECHO_SESSION = (
+    "while IFS= read -r x; do case $x in quit) exit 0 ;; slow) sleep 30 ;; big) yes | head -c 300000 ;; esac; "
+    'echo "got $x"; echo end; done'
+)
+
+
+@pytest.mark.fleet
+def test_session_answers_requests_until_it_ends(fleet: Fleet, tmp_path: Path) -> None:
+    options = trusting_options(fleet, tmp_path)
+
+    async def scenario() -> tuple[list[bytes], str, bool, bool]:
+        async with connected(fleet.nodes[0], options) as conn:
+            session = await conn.open_session(["sh", "-c", ECHO_SESSION])
+            assert session is not None
+            replies = [
+                await session.exchange(f"{word}\n".encode(), b"end\n", max_output=1000)
+                for word in ("a", "it's $HOME")
+            ]
+            with pytest.raises(TransportError) as ended:
+                await session.exchange(b"quit\n", b"end\n", max_output=1000)
+            return replies, ended.value.reason, session.is_closed, conn.is_closed
+
+    replies, reason, session_closed, conn_closed = run(scenario())
+    assert replies == [b"got a\nend\n", b"got it's $HOME\nend\n"]
+    assert reason == "error" and session_closed and not conn_closed
+
+
+@pytest.mark.fleet
+def test_session_timeout_and_oversized_reply_end_the_session(fleet: Fleet, tmp_path: Path) -> None:
+    options = trusting_options(fleet, tmp_path)
+
+    async def scenario() -> tuple[str, float, bool, str, bool, bytes]:
+        async with connected(fleet.nodes[0], options) as conn:
+            slow = await conn.open_session(["sh", "-c", ECHO_SESSION])
+            assert slow is not None
+            started = time.monotonic()
+            with pytest.raises(TransportError) as timed_out:
+                await slow.exchange(b"slow\n", b"end\n", timeout=0.5, max_output=1000)
+            elapsed = time.monotonic() - started
+            big = await conn.open_session(["sh", "-c", ECHO_SESSION])
+            assert big is not None
+            with pytest.raises(TransportError) as oversized:
+                await big.exchange(b"big\n", b"end\n", max_output=100_000)
+            # The connection itself is fine: a new session answers.
+            fresh = await conn.open_session(["sh", "-c", ECHO_SESSION])
+            assert fresh is not None
+            answer = await fresh.exchange(b"ok\n", b"end\n", max_output=1000)
+            return (
+                timed_out.value.reason,
+                elapsed,
+                slow.is_closed,
+                oversized.value.reason,
+                big.is_closed,
+                answer,
+            )
+
+    reason, elapsed, slow_closed, big_reason, big_closed, answer = run(scenario())
+    assert reason == "timeout" and elapsed < 0.5 + 2.0 and slow_closed
+    assert big_reason == "error" and big_closed
+    assert answer == b"got ok\nend\n"

@@ -53,7 +53,9 @@ def empty_facts() -> dict[str, Any]:
 
 
 def _clean(value: str) -> str:
-    return _CONTROL.sub("", value).strip()[:MAX_VALUE]
+    if not value.isprintable():  # printable text has no control characters: skip the regex
+        value = _CONTROL.sub("", value)
+    return value.strip()[:MAX_VALUE]
 
 
 def _number(text: str, low: float, high: float) -> float | None:

@@ -30,6 +30,11 @@ if [ -d "$wd" ]; then cache=${wd%/}/.edgectl-facts; fi
 while [ ! -d "$wd" ] && [ "$wd" != / ] && [ -n "$wd" ]; do
   case $wd in */*) wd=${wd%/*}; wd=${wd:-/} ;; *) wd=. ;; esac
 done
+# The report is collected in $out and written at the end in one piece: one SSH data
+# packet for sshd to send, instead of one per line.
+out=
+add() { out="$out$1
+"; }
 path_of() {
   found=
   set -f; ifs=$IFS; IFS=:
@@ -52,16 +57,16 @@ static_facts() {
       sed -n '1s/^.* in "\(.*\)".*$/tessdata_dir=\1/p; 2,$s/^/tesseract_lang=/p'
   fi
 }
-echo "edgectl_probe=1"
+add "edgectl_probe=1"
 host= kernel= boot= up=
 if [ -r /proc/sys/kernel/hostname ]; then read -r host < /proc/sys/kernel/hostname; fi
-echo "hostname=${host:-$(uname -n 2>/dev/null)}"
+add "hostname=${host:-$(uname -n 2>/dev/null)}"
 if [ -r /proc/sys/kernel/osrelease ]; then read -r kernel < /proc/sys/kernel/osrelease; fi
 kernel=${kernel:-$(uname -r 2>/dev/null)}
-echo "kernel=$kernel"
+add "kernel=$kernel"
 if [ -r /proc/sys/kernel/random/boot_id ]; then read -r boot < /proc/sys/kernel/random/boot_id; fi
 if [ -r /proc/loadavg ]; then
-  read -r l1 l5 l15 rest < /proc/loadavg && echo "loadavg=$l1 $l5 $l15"
+  read -r l1 l5 l15 rest < /proc/loadavg && add "loadavg=$l1 $l5 $l15"
 fi
 if [ -r /proc/meminfo ]; then
   mt= ma= n=0
@@ -69,16 +74,16 @@ if [ -r /proc/meminfo ]; then
     n=$((n + 1))
     case $k in MemTotal:) mt=$v ;; MemAvailable:) ma=$v; break ;; esac
   done < /proc/meminfo
-  if [ -n "$mt" ]; then echo "mem_total_kb=$mt"; fi
-  if [ -n "$ma" ]; then echo "mem_available_kb=$ma"; fi
+  if [ -n "$mt" ]; then add "mem_total_kb=$mt"; fi
+  if [ -n "$ma" ]; then add "mem_available_kb=$ma"; fi
 fi
 # `df -P`: a 7-word header, then filesystem, size, used, available, capacity, mount point.
 d=$(df -Pk -- "$wd" 2>/dev/null)
 set -f; set -- $d; set +f
-if [ $# -ge 11 ]; then shift 7; echo "disk_kb=$2 $4"; fi
-if [ -r /proc/uptime ]; then read -r up rest < /proc/uptime && echo "uptime_s=$up"; fi
+if [ $# -ge 11 ]; then shift 7; add "disk_kb=$2 $4"; fi
+if [ -r /proc/uptime ]; then read -r up rest < /proc/uptime && add "uptime_s=$up"; fi
 for z in /sys/class/thermal/thermal_zone*/temp; do
-  [ -r "$z" ] && read -r t < "$z" && echo "temp_milli_c=$t"
+  [ -r "$z" ] && read -r t < "$z" && add "temp_milli_c=$t"
 done
 path_of tesseract; tess=$found
 path_of python3; py=$found
@@ -108,15 +113,15 @@ if [ "$mode" != full ] && [ -n "$cache" ] && [ -f "$cache" ] && [ -r "$cache" ];
      [ "$up" -ge "$saved" ] && [ $((up - saved)) -lt 3600 ] &&
      { [ -z "$td" ] || ! [ "$td" -nt "$cache" ]; }; then
     used=1
-    printf '%s' "$body"
-    echo "static_facts=cached"
+    out="$out$body"
+    add "static_facts=cached"
   fi
 fi
 if [ -z "$used" ]; then
   if [ -n "$cache" ] && printf "" 2>/dev/null > "$cache.$$.t"; then
     static=$(static_facts)
-    printf '%s\n' "$static"
-    echo "static_facts=probed"
+    add "$static"
+    add "static_facts=probed"
     if printf 'cache_key=%s\ncache_uptime=%s\n%s\ncache_end=1\n' "$key" "$up" "$static" \
          > "$cache.$$" 2>/dev/null &&
        touch -r "$cache.$$.t" "$cache.$$" 2>/dev/null; then
@@ -124,9 +129,10 @@ if [ -z "$used" ]; then
     fi
     rm -f "$cache.$$" "$cache.$$.t" 2>/dev/null
   else
-    static_facts
-    echo "static_facts=probed"
+    add "$(static_facts)"
+    add "static_facts=probed"
   fi
 fi
-echo "edgectl_probe_end=1"
+add "edgectl_probe_end=1"
+printf '%s' "$out"
 """

@@ -311,11 +311,16 @@ class Jobs:
     ) -> dict[str, JobState]:
         nodes = self._selected([job for job, _ in runs])
         async with self.fleet.pool(options.op_timeout, forks, accept_new) as pool:
-            probed = await self.fleet.probe_async(nodes, pool, options.op_timeout)
+            # keep_session=False: the job's tasks want every channel sshd allows per node.
+            probed = await self.fleet.probe_async(
+                nodes, pool, options.op_timeout, keep_session=False
+            )
             up = {r.name for r in probed if r.reachable}
 
             async def reprobe(chosen: list[Node]) -> list[ProbeResult]:
-                return await self.fleet.probe_async(chosen, pool, options.op_timeout)
+                return await self.fleet.probe_async(
+                    chosen, pool, options.op_timeout, keep_session=False
+                )
 
             executor = Executor(
                 self.fleet.home,

@@ -20,6 +20,7 @@ from edgectl.transport.base import (
     ConnectOptions,
     Reason,
     RunResult,
+    Session,
     TransportError,
 )
 from edgectl.transport.quoting import quote_argv
@@ -30,6 +31,7 @@ __all__ = [
     "ConnectionPool",
     "Reason",
     "RunResult",
+    "Session",
     "TransportError",
     "check_nofile",
     "open_connection",

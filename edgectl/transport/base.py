@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,10 +157,37 @@ async def collect_output(
     return out, err, out_truncated or err_truncated
 
 
+class Session(abc.ABC):
+    """A command kept running on a node that answers requests, one at a time.
+
+    For work repeated every few seconds on the same nodes (`top`): a request costs one
+    write and one read on an open channel, not a new channel and a new remote shell.
+    """
+
+    @abc.abstractmethod
+    async def exchange(
+        self, request: bytes, end: bytes, *, timeout: float | None = None, max_output: int
+    ) -> bytes:
+        """Send a request; return the reply, which ends with `end`. Any failure ends the session."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """End the command; safe to call twice."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """True once the session has ended (closed, failed, or its connection lost)."""
+
+
 class Connection(abc.ABC):
     """An open connection to one node: run commands, move single files."""
 
     node_name: str
+
+    async def open_session(self, argv: Sequence[str]) -> Session | None:
+        """Start argv (quoted) as a Session; None where this connection keeps none."""
+        return None
 
     @abc.abstractmethod
     async def run(
@@ -207,9 +235,21 @@ class Connection(abc.ABC):
 T = TypeVar("T")
 
 
+async def bounded(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await a result within timeout seconds, else raise asyncio.TimeoutError.
+
+    On Python 3.11+ the awaitable runs in the calling task under `asyncio.timeout`;
+    `wait_for` would wrap it in a task of its own, for every command on every node.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
+
+
 async def with_timeout(awaitable: Awaitable[T], timeout: float, what: str) -> T:
     """Await a result, turning a timeout into TransportError('timeout')."""
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        return await bounded(awaitable, timeout)
     except asyncio.TimeoutError:
         raise TransportError("timeout", f"{what}: no result within {timeout:g} s") from None

@@ -18,11 +18,14 @@ import asyncssh
 from edgectl.inventory.model import Node
 from edgectl.transport.base import (
     CLOSE_GRACE,
+    READ_CHUNK,
     Connection,
     ConnectOptions,
     MiB,
     RunResult,
+    Session,
     TransportError,
+    bounded,
     collect_output,
     feed_stdin,
     script_command,
@@ -177,7 +180,7 @@ async def connect(node: Node, options: ConnectOptions, login: Login | None = Non
     budget = options.connect_timeout + options.login_timeout
     try:
         # The outer wait_for is a backstop should asyncssh's own timers not fire.
-        conn = await asyncio.wait_for(
+        conn = await bounded(
             asyncssh.connect(**_connect_arguments(node, options, client, login)), budget + 1.0
         )
     except asyncio.CancelledError:
@@ -280,6 +283,18 @@ class SSHConnection(Connection):
             status = None  # killed by a signal: asyncssh reports -1
         return RunResult(status, out, err, time.monotonic() - start, truncated)
 
+    async def open_session(self, argv: Sequence[str]) -> SSHSession:
+        """Start argv on the node as a long-running session (see Session)."""
+        try:
+            process = await with_timeout(
+                self._conn.create_process(quote_argv(argv), encoding=None),
+                self.options.command_timeout,
+                f"{self.node_name}: session start",
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc, "cannot start a session") from None
+        return SSHSession(self, process)
+
     def _lost(self, exc: BaseException, what: str) -> TransportError:
         """A TransportError for a failure of the connection itself."""
         detail = exc.reason if isinstance(exc, asyncssh.Error) else str(exc)
@@ -354,8 +369,68 @@ class SSHConnection(Connection):
         """Close the connection; safe to call twice."""
         self._conn.close()
         with contextlib.suppress(asyncio.TimeoutError, asyncssh.Error, OSError):
-            await asyncio.wait_for(self._conn.wait_closed(), CLOSE_GRACE)
+            await bounded(self._conn.wait_closed(), CLOSE_GRACE)
         self._client.lost = True
+
+
+class SSHSession(Session):
+    """A command on one SSH channel that reads requests on stdin and answers on stdout."""
+
+    def __init__(self, conn: SSHConnection, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._conn = conn
+        self._process = process
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        """True once ended, or when the connection is gone."""
+        return self._closed or self._conn.is_closed
+
+    async def exchange(
+        self, request: bytes, end: bytes, *, timeout: float | None = None, max_output: int
+    ) -> bytes:
+        """Send a request; return the reply, which ends with `end`. Any failure ends the session."""
+        name = self._conn.node_name
+        if self.is_closed:
+            raise TransportError("error", f"{name}: session already ended")
+        limit = self._conn.options.command_timeout if timeout is None else timeout
+        try:
+            return await with_timeout(
+                self._exchange(request, end, max_output), limit, f"{name}: session request"
+            )
+        except (asyncssh.Error, OSError) as exc:
+            self._end()
+            raise self._conn._lost(exc, "session lost") from None
+        except BaseException:
+            # A reply not read to its end leaves the session out of step: never reuse it.
+            self._end()
+            raise
+
+    async def _exchange(self, request: bytes, end: bytes, cap: int) -> bytes:
+        """Write the request, then read until the reply ends with `end` (at most cap bytes)."""
+        self._process.stdin.write(request)
+        reply = b""
+        # Each pass reads at least one byte or ends, so it is bounded by cap; and in time
+        # by the caller.
+        while not reply.endswith(end):
+            chunk = await self._process.stdout.read(READ_CHUNK)
+            if not chunk:
+                raise TransportError("error", f"{self._conn.node_name}: session ended early")
+            reply += chunk
+            if len(reply) > cap:
+                raise TransportError(
+                    "error", f"{self._conn.node_name}: session reply over {cap} bytes"
+                )
+        return reply
+
+    def _end(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _abort(self._process)
+
+    async def close(self) -> None:
+        """End the remote command (closing its stdin ends a well-behaved one)."""
+        self._end()
 
 
 def _abort(process: asyncssh.SSHClientProcess[bytes]) -> None:
