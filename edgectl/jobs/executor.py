@@ -379,7 +379,8 @@ class Executor:
     async def _start(self, task: Task, slot: NodeSlot) -> None:
         run = self.jobs[task.job_id]
         self._set(task, state=TaskState.UPLOADING, started=time.time())
-        task.attempts.append(Attempt(node=slot.node.name, started=time.time()))
+        attempt = Attempt(node=slot.node.name, started=time.time())
+        task.attempts.append(attempt)
         try:
             payload = run.kind.payload(run.job.params, task.inputs)
             data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
@@ -399,8 +400,9 @@ class Executor:
             self._node_trouble(slot, exc)
             self._requeue(task, slot, f"{exc.reason}: {exc}")
             return
-        if task.state != TaskState.UPLOADING:
-            return  # cancelled meanwhile
+        if task.state != TaskState.UPLOADING or task.attempts[-1] is not attempt:
+            slot.abandoned.add(task.id)  # cancelled or placed again meanwhile: not ours now
+            return
         slot.last_ok = self.clock()
         if result.exit_status != 0:
             why = result.stderr_text.strip().splitlines()[-1:] or [f"exit {result.exit_status}"]
@@ -870,6 +872,8 @@ class Executor:
                 self._spawn(self._reprobe())
             if now - self.last_flush >= self.options.flush_interval:
                 self.flush()
+            if not self.workers:
+                self._orphans()
             busy = self.workers or any(s.active for s in self.nodes.values())
             if not busy:
                 if self.dispatcher.finished or all(r.cancelled for r in self.jobs.values()):
@@ -896,6 +900,17 @@ class Executor:
                 write_manifest(run.results, {"id": run.job.id, "kind": run.job.kind}, outputs)
             states[run.job.id] = job_state(run.job, tasks)
         return states
+
+    def _orphans(self) -> None:
+        """Tasks held by a node that nothing drives (no worker, no poll): place them again."""
+        # A safety net: every live task has a worker (upload, download) or is polled.
+        for slot in self.nodes.values():
+            for task_id in list(slot.active):
+                task = self.tasks[task_id]
+                if task.state.final:
+                    slot.active.discard(task_id)
+                elif slot.lost or task.state != TaskState.RUNNING:
+                    self._requeue(task, slot, f"lost track of it ({task.state.value})")
 
     def _strand(self) -> None:
         """Fail data-local inputs whose node is gone: no other node has their data."""
