@@ -228,6 +228,8 @@ def test_cancel_leaves_no_process_on_any_node(fleet: Fleet, tmp_path: Path) -> N
     document = run_cli(home, "job", "show", job_id, "--json").json
     assert document["state"] == "cancelled"
     assert {t["state"] for t in document["tasks"]} <= {"cancelled", "done"}
+    for node in fleet.nodes:  # nor their task directories
+        assert not list((Path(node.workdir) / "tasks").glob("t*"))
 
 
 def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
@@ -264,5 +266,7 @@ def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
     while time.monotonic() < deadline and any("sleep 67" in a for a in _ps_args(user)):
         time.sleep(0.2)
     assert not any("sleep 67" in a for a in _ps_args(user))  # the loser's group was killed
+    for node in fleet.nodes:  # and its directory removed
+        assert not list((Path(node.workdir) / "tasks").glob("t*"))
     assert jobs.show(job.id)["state"] == "done"
     shutil.rmtree(shared, ignore_errors=True)

@@ -73,6 +73,9 @@ class NodeSlot:
     lost: bool = False
     cleanup: list[str] = field(default_factory=list)
     polling: bool = False
+    # Tasks taken back from the node while it did not answer: they may still run there,
+    # and are killed once it answers again (or at the end of the run).
+    abandoned: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -316,7 +319,7 @@ class Executor:
                 f"(late on {assignment.duplicate_of}); the first result wins",
             )
         else:
-            task = self._reuse_or_create(job_id, keys, items)
+            task = self._reuse_or_create(job_id, keys, items, slot)
         for key in keys:
             self.attempt[(key, slot.node.name)] = task.id
         self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
@@ -327,12 +330,16 @@ class Executor:
         """The job of a scheduler task id."""
         return key.split("/", 1)[0]
 
-    def _reuse_or_create(self, job_id: str, keys: list[str], items: list[dict[str, Any]]) -> Task:
+    def _reuse_or_create(
+        self, job_id: str, keys: list[str], items: list[dict[str, Any]], slot: NodeSlot
+    ) -> Task:
         """The queued task holding exactly these inputs, or a new one taking them over."""
+        # Not one abandoned on that node: its old attempt may still run in the same directory.
         holders = {self.holder[k] for k in keys if k in self.holder}
         if len(holders) == 1:
             old = self.tasks[holders.pop()]
-            if old.state == TaskState.QUEUED and sorted(self._inputs_of(old)) == sorted(keys):
+            same = sorted(self._inputs_of(old)) == sorted(keys)
+            if old.state == TaskState.QUEUED and same and old.id not in slot.abandoned:
                 return old
         task = self._new_task(job_id, items)
         moved = set(keys)
@@ -372,7 +379,8 @@ class Executor:
     async def _start(self, task: Task, slot: NodeSlot) -> None:
         run = self.jobs[task.job_id]
         self._set(task, state=TaskState.UPLOADING, started=time.time())
-        task.attempts.append(Attempt(node=slot.node.name, started=time.time()))
+        attempt = Attempt(node=slot.node.name, started=time.time())
+        task.attempts.append(attempt)
         try:
             payload = run.kind.payload(run.job.params, task.inputs)
             data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
@@ -392,8 +400,9 @@ class Executor:
             self._node_trouble(slot, exc)
             self._requeue(task, slot, f"{exc.reason}: {exc}")
             return
-        if task.state != TaskState.UPLOADING:
-            return  # cancelled meanwhile
+        if task.state != TaskState.UPLOADING or task.attempts[-1] is not attempt:
+            slot.abandoned.add(task.id)  # cancelled or placed again meanwhile: not ours now
+            return
         slot.last_ok = self.clock()
         if result.exit_status != 0:
             why = result.stderr_text.strip().splitlines()[-1:] or [f"exit {result.exit_status}"]
@@ -637,6 +646,7 @@ class Executor:
     def _requeue(self, task: Task, slot: NodeSlot, reason: str) -> None:
         """The node let the task down (not the task itself): place its inputs again."""
         slot.active.discard(task.id)
+        slot.abandoned.add(task.id)
         if task.attempts:
             task.attempts[-1].error = task.attempts[-1].error or f"node lost: {reason}"
         now = time.time()
@@ -751,6 +761,14 @@ class Executor:
             if result.reachable and slot.lost:
                 slot.lost = False  # back: the scheduler may use it again
                 slot.last_ok = self.clock()
+                await self._reap(slot)
+
+    async def _reap(self, slot: NodeSlot) -> None:
+        """Kill what was abandoned on a node that answers again, and clean it up."""
+        gone, slot.abandoned = slot.abandoned, set()
+        timeout = self.options.op_timeout
+        await asyncio.gather(*(kill_task(self.pool, slot.node, t, timeout) for t in sorted(gone)))
+        slot.cleanup.extend(sorted(gone))
 
     # -- ends: cancel, stuck work ---------------------------------------------------------------
 
@@ -854,6 +872,8 @@ class Executor:
                 self._spawn(self._reprobe())
             if now - self.last_flush >= self.options.flush_interval:
                 self.flush()
+            if not self.workers:
+                self._orphans()
             busy = self.workers or any(s.active for s in self.nodes.values())
             if not busy:
                 if self.dispatcher.finished or all(r.cancelled for r in self.jobs.values()):
@@ -881,6 +901,17 @@ class Executor:
             states[run.job.id] = job_state(run.job, tasks)
         return states
 
+    def _orphans(self) -> None:
+        """Tasks held by a node that nothing drives (no worker, no poll): place them again."""
+        # A safety net: every live task has a worker (upload, download) or is polled.
+        for slot in self.nodes.values():
+            for task_id in list(slot.active):
+                task = self.tasks[task_id]
+                if task.state.final:
+                    slot.active.discard(task_id)
+                elif slot.lost or task.state != TaskState.RUNNING:
+                    self._requeue(task, slot, f"lost track of it ({task.state.value})")
+
     def _strand(self) -> None:
         """Fail data-local inputs whose node is gone: no other node has their data."""
         gone = {name for name, slot in self.nodes.items() if slot.lost}
@@ -905,11 +936,28 @@ class Executor:
         return max(0.005, min(waits))
 
     async def _final_cleanup(self) -> None:
-        jobs = []
+        # Abandoned attempts first (a lost node may answer by now), then cleanups; the whole
+        # is bounded, and what could not be killed is named in the events.
+        live = [s for s in self.nodes.values() if not s.lost]
         for slot in self.nodes.values():
-            if slot.cleanup and not slot.lost:
-                jobs.append(self._poll(slot))
-        await asyncio.gather(*jobs, return_exceptions=True)
+            for task_id in sorted(slot.abandoned):
+                task = self.tasks[task_id]
+                self.event(task.job_id, f"task {task_id} abandoned on {slot.node.name}: killing it")
+
+        async def finish() -> None:
+            await asyncio.gather(
+                *(self._reap(s) for s in self.nodes.values() if s.abandoned),
+                return_exceptions=True,
+            )
+            polls = []
+            for slot in live:
+                if slot.cleanup:
+                    slot.polling = True
+                    polls.append(self._poll(slot))
+            await asyncio.gather(*polls, return_exceptions=True)
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(finish(), 2 * self.options.op_timeout)
 
 
 async def kill_task(pool: ConnectionPool, node: Node, task_id: str, timeout: float) -> None:

@@ -68,7 +68,8 @@ KILL = (
     + 'case $p in ""|*[!0-9]*) exit 0 ;; esac; '
     + 'kill -TERM "-$p" 2>/dev/null; i=0; '
     + 'while kill -0 "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
-    + 'kill -KILL "-$p" 2>/dev/null; echo 130 > "$d/status"; exit 0'
+    # Then the task directory goes: a killed task leaves nothing behind on the node.
+    + 'kill -KILL "-$p" 2>/dev/null; rm -rf -- "$d"; exit 0'
 )
 
 # Files matching each glob (the user's pattern, expanded by the node's shell without word
