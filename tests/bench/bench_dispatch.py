@@ -145,6 +145,16 @@ def main() -> None:
         # Warm the ControlMaster connections, as a user of multiplexing would have them.
         for node in fleet.nodes:
             subprocess.run(["ssh", "-F", str(config), node.name, "true"], check=True)
+        masters = sum(
+            subprocess.run(
+                ["ssh", "-F", str(config), "-O", "check", node.name], capture_output=True
+            ).returncode
+            == 0
+            for node in fleet.nodes
+        )
+        print(f"ssh ControlMaster running for {masters} of {len(fleet.nodes)} nodes")
+        if masters != len(fleet.nodes):
+            raise SystemExit("multiplexing is not in effect: the baseline would be unfair")
         edge_times, parallel_times = [], []
         for _ in range(args.repeats):
             parallel_times.append(run_parallel(fleet, config, inputs, work, cores))
