@@ -18,6 +18,8 @@ from pathlib import Path
 
 TASK_ID = re.compile(r"t[0-9A-Za-z-]{1,80}")
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# Files edgectl itself writes in results/<job-id>/: no task output may take their names.
+RESERVED_NAMES = frozenset({"manifest.json", "analytics.json"})
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_OUTPUTS = 10_000
 TASKS_DIR = "tasks"
@@ -169,6 +171,8 @@ def parse_manifest_line(line: str, max_file: int) -> OutputEntry:
     digest, size_text, name = parts
     if not OUTPUT_NAME.fullmatch(name) or name in (".", ".."):
         raise ManifestError(f"refused output name {name[:60]!r} (plain names only)")
+    if name in RESERVED_NAMES:
+        raise ManifestError(f"refused output name {name!r} (reserved for edgectl's own files)")
     if not SHA256.fullmatch(digest):
         raise ManifestError(f"bad checksum for {name!r}")
     if not size_text.isdigit():

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgectl.jobs.remote import OUTPUT_NAME, OutputEntry
+from edgectl.jobs.remote import OUTPUT_NAME, RESERVED_NAMES, OutputEntry
 
 
 class ResultError(Exception):
@@ -31,7 +31,7 @@ def store_output(directory: Path, entry: OutputEntry, data: bytes, task_id: str)
     fails if that name exists: the same bytes stored again (a resume) are accepted, other
     bytes under a taken name are refused.
     """
-    if not OUTPUT_NAME.fullmatch(entry.name):
+    if not OUTPUT_NAME.fullmatch(entry.name) or entry.name in RESERVED_NAMES:
         raise ResultError(f"refused output name {entry.name!r}")
     if len(data) != entry.size:
         raise ResultError(f"{entry.name}: got {len(data)} bytes, the manifest says {entry.size}")
