@@ -38,8 +38,8 @@ START = (
     # report it here, saving a poll round trip (no fractional sleep: no wait).
     + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
     + 'if [ -f status ]; then printf \'S\\t%s\\t%s\\n\' "$1" "$(head -c 20 status)"; '
-    + "if [ -f manifest ]; then head -n 10001 manifest | while IFS= read -r line; do "
-    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; fi; fi'
+    + "if [ -f manifest ]; then head -n 10001 manifest | tr '\\000' '\\001' | while IFS= read -r line; do "
+    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; else printf \'N\\t%s\\n\' "$1"; fi; fi'
 )
 
 POLL = (
@@ -48,8 +48,8 @@ POLL = (
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
     + "then printf 'R\\t%s\\n' \"$t\"; "
     + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
-    + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | while IFS= read -r line; do '
-    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; fi; '
+    + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | tr \'\\000\' \'\\001\' | while IFS= read -r line; do '
+    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; else printf \'N\\t%s\\n\' "$t"; fi; '
     + "else printf 'L\\t%s\\n' \"$t\"; fi; done"
 )
 
@@ -206,6 +206,12 @@ def parse_poll(
             reports[task_id] = PollReport(task_id, "finished", code, manifest=[])
             if code is None:
                 reports[task_id].error = f"unreadable status {status[:20]!r}"
+        elif kind == "N":
+            report = reports.get(task_id)
+            if report is not None and report.exit_status == 0 and not report.error:
+                # The runner writes the manifest before the status: a success without one
+                # is a tampered or broken task directory, not a task without outputs.
+                report.error = "the node reports success but left no manifest"
         elif kind == "M":
             report = reports.get(task_id)
             if report is None or report.manifest is None or report.error:
