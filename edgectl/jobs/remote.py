@@ -80,11 +80,16 @@ LIST = (
     + 'printf \'%s\\t%s\\n\' "$(wc -c < "$f" | tr -d \' \')" "$p"; fi; done; done'
 )
 
-ERROR_TAIL = _WORKDIR + 'tail -c 400 "$wd/tasks/$1/stderr.log" 2>/dev/null'
+# The logs are read only when they are regular files: a node that replaced one with a
+# symlink to /dev/zero or a FIFO would otherwise hold the read until its timeout.
+_TAIL = 'tail_log() { if [ -f "$2" ] && [ ! -h "$2" ]; then tail -c "$1" "$2" 2>/dev/null; fi; }; '
+
+ERROR_TAIL = _WORKDIR + _TAIL + 'tail_log 400 "$wd/tasks/$1/stderr.log"'
 
 LOGS = (
     _WORKDIR
-    + 'd=$wd/tasks/$1; tail -c 65536 "$d/stdout.log" 2>/dev/null; echo; echo "--- stderr"; tail -c 65536 "$d/stderr.log" 2>/dev/null'
+    + _TAIL
+    + 'd=$wd/tasks/$1; tail_log 65536 "$d/stdout.log"; echo; echo "--- stderr"; tail_log 65536 "$d/stderr.log"'
 )
 
 
