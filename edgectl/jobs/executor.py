@@ -321,7 +321,10 @@ class Executor:
                 )
                 total = sum(e.size for e in manifest)
                 result = await conn.run(
-                    argv, timeout=self.options.op_timeout + total / 5e6, max_output=total + 1
+                    argv,
+                    timeout=self.options.op_timeout + total / 5e6,
+                    # room for the reason on stderr even when the outputs are tiny
+                    max_output=max(total + 1, 4096),
                 )
                 if result.exit_status != 0 or result.truncated or len(result.stdout) != total:
                     why = (
