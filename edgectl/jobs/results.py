@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from edgectl.errors import StoreError
 from edgectl.jobs.remote import OUTPUT_NAME, RESERVED_NAMES, OutputEntry
 
 
@@ -38,6 +40,21 @@ def store_output(directory: Path, entry: OutputEntry, data: bytes, task_id: str)
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise ResultError(f"{entry.name}: sha256 does not match the manifest")
+    try:
+        return _store_verified(directory, entry, data, digest, task_id)
+    except OSError as exc:
+        # A full disk (or a read-only one) fails this task with its reason; a raw OSError
+        # would end the worker and leave the task downloading for ever.
+        raise ResultError(f"{entry.name}: cannot store the result: {_why(exc)}") from None
+
+
+def _why(exc: OSError) -> str:
+    return "the disk is full" if exc.errno == errno.ENOSPC else str(exc.strerror or exc)
+
+
+def _store_verified(
+    directory: Path, entry: OutputEntry, data: bytes, digest: str, task_id: str
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     temp = directory / f".{task_id}.{secrets.token_hex(4)}.part"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -72,13 +89,20 @@ def _same_content(path: Path, digest: str) -> bool:
 
 def write_manifest(directory: Path, job: dict[str, Any], outputs: Iterable[dict[str, Any]]) -> Path:
     """manifest.json: every stored file with size and sha256, written atomically."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     document = {"job": job, "files": sorted(outputs, key=lambda o: o["name"])}
     temp = directory / f".manifest.{secrets.token_hex(4)}.tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
     final = directory / "manifest.json"
-    os.replace(temp, final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise StoreError(
+            f"cannot write {final}: {_why(exc)}; the previous manifest is unchanged"
+        ) from None
     return final
