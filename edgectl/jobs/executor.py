@@ -124,6 +124,7 @@ class Executor:
         self.workers: set[asyncio.Task[None]] = set()
         self.adopted: set[str] = set()
         self.bytes_uploaded = 0
+        self.crashed: BaseException | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -244,14 +245,18 @@ class Executor:
     def _worker_done(self, worker: asyncio.Task[None]) -> None:
         self.workers.discard(worker)
         self.wakeup.set()
-        if not worker.cancelled() and worker.exception() is not None:
-            raise worker.exception()  # type: ignore[misc]  # a bug: surface it
+        if not worker.cancelled() and worker.exception() is not None and self.crashed is None:
+            # A bug: raised from a callback it would only be logged, and the job would wait
+            # for ever on a task that nothing drives any more. The run loop re-raises it.
+            self.crashed = worker.exception()
 
     # -- one task's life ----------------------------------------------------------------------
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:
-        self._set(task, state=TaskState.UPLOADING, started=time.time())
+        # The attempt first: the state change persists it, so a crash from here on leaves
+        # a task whose node is on record.
         task.attempts.append(Attempt(node=slot.node.name, started=time.time()))
+        self._set(task, state=TaskState.UPLOADING, started=time.time())
         try:
             payload = self.kind.payload(self.job.params, task.inputs)
             data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
@@ -350,7 +355,8 @@ class Executor:
             return
         slot.last_ok = self.clock()
         finished = time.time()
-        task.attempts[-1].finished = finished
+        if task.attempts:  # a ledger written before attempts were saved with the state
+            task.attempts[-1].finished = finished
         outputs = [{"name": e.name, "size": e.size, "sha256": e.sha256} for e in manifest]
         self._set(task, state=TaskState.DONE, outputs=outputs, finished=finished, error=None)
         slot.active.discard(task.id)
@@ -526,6 +532,8 @@ class Executor:
         self._progress()
         last_cancel_check = 0.0
         while True:
+            if self.crashed is not None:
+                raise self.crashed
             now = self.clock()
             if now - last_cancel_check > 1.0:
                 last_cancel_check = now
