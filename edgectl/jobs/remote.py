@@ -48,7 +48,7 @@ POLL = (
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
     + "then printf 'R\\t%s\\n' \"$t\"; "
     + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
-    + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | tr \'\\000\' \'\\001\' | while IFS= read -r line; do '
+    + "if [ -f \"$d/manifest\" ]; then head -n 10001 \"$d/manifest\" | tr '\\000' '\\001' | while IFS= read -r line; do "
     + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; else printf \'N\\t%s\\n\' "$t"; fi; '
     + "else printf 'L\\t%s\\n' \"$t\"; fi; done"
 )

@@ -94,8 +94,10 @@ class CanaryTree:
             return True  # inside results/<job-id>/
         if parts[:2] == ("home", "logs"):
             return True
-        return len(parts) == 2 and parts[0] == "home" and (
-            parts[1] == "known_hosts" or parts[1].endswith(self.STORE_SUFFIXES)
+        return (
+            len(parts) == 2
+            and parts[0] == "home"
+            and (parts[1] == "known_hosts" or parts[1].endswith(self.STORE_SUFFIXES))
         )
 
     def _fingerprint(self) -> dict[Path, tuple[int, str]]:

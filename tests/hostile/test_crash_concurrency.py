@@ -71,7 +71,10 @@ def unverified_done(home: Path) -> list[str]:
                 bad.append(task["id"])
             for output in task["outputs"]:
                 path = directory / output["name"]
-                ok = path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == output["sha256"]
+                ok = (
+                    path.is_file()
+                    and hashlib.sha256(path.read_bytes()).hexdigest() == output["sha256"]
+                )
                 if not ok:
                     bad.append(f"{task['id']}:{output['name']}")
     return bad
@@ -136,8 +139,12 @@ def test_sigkill_at_seeded_points_then_resume_loses_and_doubles_nothing(
         doubled += doubled_results(home, job_id, inputs)
         leftovers = list((home / "results" / job_id).glob(".*"))
         problems += [f"temp file left: {p.name}" for p in leftovers]
-    figures.zero("unreadable files after a crash", "crash loop", sum("unreadable" in p for p in problems))
-    figures.zero("done without verified results", "crash loop", sum("verified" in p for p in problems))
+    figures.zero(
+        "unreadable files after a crash", "crash loop", sum("unreadable" in p for p in problems)
+    )
+    figures.zero(
+        "done without verified results", "crash loop", sum("verified" in p for p in problems)
+    )
     figures.zero("results stored twice", "crash loop", doubled)
     assert len(set(delays)) >= 20, f"only {len(delays)} crash points within the time budget"
     assert problems == []
@@ -156,14 +163,23 @@ def cron_scripts(home: Path, fleet: Fleet, inputs: Path) -> dict[str, list[list[
     scripts["label"] = [
         edgectl_argv(home, "inventory", "label", "n01", f"cron{k}=yes") for k in range(4)
     ]
-    scripts["group"] = [
-        edgectl_argv(home, "inventory", "group", "n02", f"g{k}") for k in range(4)
-    ]
+    scripts["group"] = [edgectl_argv(home, "inventory", "group", "n02", f"g{k}") for k in range(4)]
     scripts["probe"] = [edgectl_argv(home, "probe", "n*", "--json", "--timeout", "10")] * 2
     for submitter in range(2):
         scripts[f"submit{submitter}"] = [
-            edgectl_argv(home, "job", "submit", "script", str(inputs), "--on", "n*", "--run",
-                         "cat {input} > out/{stem}.c", "--wait", "--json")
+            edgectl_argv(
+                home,
+                "job",
+                "submit",
+                "script",
+                str(inputs),
+                "--on",
+                "n*",
+                "--run",
+                "cat {input} > out/{stem}.c",
+                "--wait",
+                "--json",
+            )
             for _ in range(2)
         ]
     return scripts
@@ -215,7 +231,9 @@ def small_tmpfs() -> Iterator[Path]:
     mountpoint = Path(tempfile.mkdtemp(prefix="edgectl-fulldisk-"))
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         mountpoint.rmdir()
@@ -243,8 +261,15 @@ def test_full_disk_while_writing_the_store_and_pulling_results(
     before = Store(home).path("inventory").read_bytes()
     filler = fill(small_tmpfs, 1024)
     # 1. The store: a write that does not fit is a clear error; the old state is intact.
-    added = run_cli(home, "inventory", "add", "big" + "x" * 50, "--host", "127.0.0.1",
-                    *[f"--label=k{i}={'v' * 200}" for i in range(20)])
+    added = run_cli(
+        home,
+        "inventory",
+        "add",
+        "big" + "x" * 50,
+        "--host",
+        "127.0.0.1",
+        *[f"--label=k{i}={'v' * 200}" for i in range(20)],
+    )
     store_ok = (
         added.exit_status != 0
         and "disk is full" in added.stderr
@@ -258,8 +283,12 @@ def test_full_disk_while_writing_the_store_and_pulling_results(
     inputs = tmp_path / "inputs"
     make_inputs(inputs, 1, "d")
     jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit("script", [str(inputs)], selector="n01",
-                      params={"run": "head -c 3000000 /dev/urandom > out/big"})
+    job = jobs.submit(
+        "script",
+        [str(inputs)],
+        selector="n01",
+        params={"run": "head -c 3000000 /dev/urandom > out/big"},
+    )
     fill(small_tmpfs, 1536 * 1024)
     state = jobs.run(job.id, options=ExecOptions(op_timeout=10.0, lease=5.0, poll_max=0.3))
     [task] = jobs.show(job.id)["tasks"]

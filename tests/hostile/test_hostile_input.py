@@ -81,9 +81,13 @@ def test_hostile_values_never_run_anywhere(fleet: Fleet, figures: Figures, tmp_p
             outcomes[f"user {value!r}"] = True
 
     # Labels and selectors: stored as text, matched as text.
-    labelled = run_cli(home, "inventory", "label", "n01", *[f"k{i}={v}" for i, v in enumerate(values)])
+    labelled = run_cli(
+        home, "inventory", "label", "n01", *[f"k{i}={v}" for i, v in enumerate(values)]
+    )
     shown = run_cli(home, "inventory", "list", f"k0={values[0]}", "--json")
-    outcomes["label values"] = labelled.exit_status == 0 and [n["name"] for n in shown.json] == ["n01"]
+    outcomes["label values"] = labelled.exit_status == 0 and [n["name"] for n in shown.json] == [
+        "n01"
+    ]
     for value in values:
         selected = run_cli(home, "inventory", "list", value, "--json")
         outcomes[f"selector {value!r}"] = selected.exit_status != 0 or selected.json == []
@@ -94,7 +98,9 @@ def test_hostile_values_never_run_anywhere(fleet: Fleet, figures: Figures, tmp_p
         EdgeFleet(home).label("n02", [f"evil={value}", f"out={work}"])
         result = provision(home, str(DATA / "canary.toml"), "n02", "--json")
         template = (work / "template.txt").read_text() if (work / "template.txt").exists() else ""
-        outcomes[f"playbook value {value!r}"] = result.exit_status == 0 and template == f"value: {value}\n"
+        outcomes[f"playbook value {value!r}"] = (
+            result.exit_status == 0 and template == f"value: {value}\n"
+        )
     subprocess.run(["rm", "-rf", str(work)], check=True, timeout=30)
 
     # File names of job inputs, a workdir and a --remote-path glob, on a real job.
@@ -117,7 +123,9 @@ def test_hostile_values_never_run_anywhere(fleet: Fleet, figures: Figures, tmp_p
     state = jobs.run(job.id, options=ExecOptions(op_timeout=10.0, lease=5.0, poll_max=0.3))
     stored = sorted(p.name for p in (home / "results" / job.id).iterdir())
     inputs_ran = sum(len(t["inputs"]) for t in jobs.show(job.id)["tasks"])
-    outcomes["input file names, workdir and remote glob"] = state.value == "done" and inputs_ran >= 9
+    outcomes["input file names, workdir and remote glob"] = (
+        state.value == "done" and inputs_ran >= 9
+    )
     assert state.value == "done" and inputs_ran >= 9, (state, stored, jobs.show(job.id)["tasks"])
     run_cli(home, "inventory", "set", "n03", f"workdir={fleet.nodes[2].workdir}")
 

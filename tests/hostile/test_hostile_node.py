@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from tests.hostile.conftest import CanaryTree, Figures
 
 pytestmark = pytest.mark.fleet
 
-FAST = ExecOptions(op_timeout=5.0, lease=4.0, poll_max=0.3, max_file=1 << 20, max_task_output=4 << 20)
+FAST = ExecOptions(
+    op_timeout=5.0, lease=4.0, poll_max=0.3, max_file=1 << 20, max_task_output=4 << 20
+)
 
 
 def fleet_home(home: Path, fleet: Fleet) -> Path:
@@ -79,20 +82,40 @@ PASSWD = Path("/etc/passwd").read_bytes()
 HELLO = b"hello\n"
 
 ATTACKS = [
-    Attack("name ../../x", "printf 'hello\\n' > out/x", line(b"../../x", HELLO), expect="refused output name"),
+    Attack(
+        "name ../../x",
+        "printf 'hello\\n' > out/x",
+        line(b"../../x", HELLO),
+        expect="refused output name",
+    ),
     Attack("name /etc/passwd", "", line(b"/etc/passwd", PASSWD), expect="refused output name"),
     Attack("name a/../../b", "", line(b"a/../../b", HELLO), expect="refused output name"),
     Attack("name with NUL", "printf 'hello\\n' > out/ab", line(b"a\x00b", HELLO), expect="refused"),
     Attack("name with newline", "", line(b"a\nb", HELLO), expect="malformed manifest line"),
-    Attack("name with ANSI escapes", "", line(b"\x1b[2J\x1b[31mred", HELLO), expect="refused output name"),
-    Attack("name manifest.json", "printf 'hello\\n' > out/manifest.json", line(b"manifest.json", HELLO), expect="reserved"),
+    Attack(
+        "name with ANSI escapes",
+        "",
+        line(b"\x1b[2J\x1b[31mred", HELLO),
+        expect="refused output name",
+    ),
+    Attack(
+        "name manifest.json",
+        "printf 'hello\\n' > out/manifest.json",
+        line(b"manifest.json", HELLO),
+        expect="reserved",
+    ),
     Attack(
         "symlink out of the task directory",
         "ln -s /etc/passwd out/link",
         line(b"link", PASSWD),
         expect="not a regular file",
     ),
-    Attack("symlink loop", "ln -s b out/a; ln -s a out/b", line(b"a", HELLO), expect="not a regular file"),
+    Attack(
+        "symlink loop",
+        "ln -s b out/a; ln -s a out/b",
+        line(b"a", HELLO),
+        expect="not a regular file",
+    ),
     Attack(
         "sparse 1 TB result",
         "truncate -s 1T out/big",
@@ -112,7 +135,13 @@ ATTACKS = [
         expect="sha256 does not match",
     ),
     Attack("success status without a manifest", "", None, expect="no manifest"),
-    Attack("success status with a torn status file", "", b"", status=b"\x1b[31m0", expect="unreadable status"),
+    Attack(
+        "success status with a torn status file",
+        "",
+        b"",
+        status=b"\x1b[31m0",
+        expect="unreadable status",
+    ),
     Attack(
         "more outputs than the cap",
         "",
@@ -187,8 +216,7 @@ def test_hostile_stderr_and_logs_reach_no_terminal_raw_and_cost_no_timeout(
     (inputs / "one.txt").write_text("one\n")
     escape = "\\033]0;owned\\007\\033[2J\\033[31m[/owned]"
     run = (
-        f"printf '{escape}bad things\\n' >&2; "
-        "rm -f stdout.log; ln -s /dev/zero stdout.log; exit 3"
+        f"printf '{escape}bad things\\n' >&2; rm -f stdout.log; ln -s /dev/zero stdout.log; exit 3"
     )
     jobs = Jobs(EdgeFleet(home))
     job = jobs.submit("script", [str(inputs)], selector="n01", params={"run": run})
@@ -221,11 +249,68 @@ def test_gigabytes_of_stdout_from_a_command_are_capped(
     home = fleet_home(tmp_path / "home", fleet)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    result = run_cli(home, "run", "n01", "--json", "--", "cat /dev/zero")
+    result = run_cli(home, "run", "n01", "--json", "--", "cat", "/dev/zero")
     took = time.monotonic() - started
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
-    ok = took < 20 and grown_kib < 400 * 1024
+    [outcome] = result.json
+    ok = outcome["truncated"] is True and took < 20 and grown_kib < 400 * 1024
     figures.attack("hostile node: endless stdout of a command", ok)
-    assert result.exit_status != 0
+    assert outcome["truncated"] is True, outcome["stderr"]
+    assert len(outcome["stdout"]) <= 16 << 20
     assert took < 20
     assert grown_kib < 400 * 1024
+
+
+def test_hostile_probe_output_is_stored_capped_and_inert(
+    fleet_factory, figures: Figures, tmp_path: Path
+) -> None:
+    """A node answering every exec with crafted facts: metacharacters, ${...}, huge values."""
+    fleet: Fleet = fleet_factory(1)
+    marker = Path(f"/tmp/edgectlpwned-facts-{os.getpid()}")
+    escape = "\x1b]0;owned\x07\x1b[2J"
+    lines = [
+        "edgectl_probe=1",
+        f"hostname=$(mkdir {marker})`mkdir {marker}`;mkdir {marker}" + "h" * 100_000,
+        "kernel=${HOME}${IFS}$((1+1))" + escape,
+        "arch=' \" \\ | & > < *",
+        "os=" + escape + "[/bold][link=file:///etc/passwd]x[/link]",
+        "cores=1e308",
+        "loadavg=nan inf -1",
+        "mem_total_kb=99999999999999999999999",
+        "disk_kb=1 2 3 4",
+        *(f"tesseract_lang=l{i}" for i in range(5_000)),
+        "temp_milli_c=${PATH}",
+        "edgectl_probe_end=1",
+    ]
+    answer = fleet.directory / "hostile-probe.txt"
+    answer.write_text("\n".join(lines) + "\n")
+    answer.chmod(0o644)
+    sshd = fleet.sshd[0]
+    sshd.config.write_text(sshd.config.read_text() + f"ForceCommand cat {answer}\n")
+    fleet.restart(0)
+    home = fleet_home(tmp_path / "home", fleet)
+    probed = run_cli(home, "probe", "n01", "--json", "--timeout", "10")
+    status = run_cli(home, "status", tty=True)
+    plain_status = run_cli(home, "status")
+    facts_size = (home / "facts.json").stat().st_size
+    # Megabytes of it: the whole report is refused with a reason, the stored facts kept.
+    answer.write_text("\n".join([*lines[:1], "hostname=" + "h" * 4000000, *lines[2:]]) + "\n")
+    huge = run_cli(home, "probe", "n01", "--json", "--timeout", "10")
+    [huge_record] = [r for r in huge.json if r["name"] == "n01"]
+    [record] = [r for r in probed.json if r["name"] == "n01"]
+    values = [v for v in (record.get("facts") or {}).values() if isinstance(v, str)]
+    printed = status.stdout + status.stderr + plain_status.stdout + plain_status.stderr
+    checks = {
+        "hostile facts parsed": record["reachable"] is True and bool(values),
+        "facts values capped": all(len(v) <= 200 for v in values),
+        "languages capped": len(record["facts"]["tesseract_langs"]) <= 300,
+        "facts file bounded": facts_size < 200_000,
+        "no escape reaches the terminal": "\x1b]0" not in printed and "\x07" not in printed,
+        "status drawn": status.exit_status == 0 and plain_status.exit_status == 0,
+        "no canary ran": not marker.exists(),
+        "megabytes of facts refused": huge_record["reachable"] is False
+        and "probe failed" in (huge_record["error"] or ""),
+    }
+    for name, ok in checks.items():
+        figures.attack(f"hostile facts: {name}", ok)
+    assert checks == dict.fromkeys(checks, True), (checks, facts_size, record)

@@ -119,7 +119,9 @@ def session_processes(fleet: Fleet, index: int) -> list[psutil.Process]:
 def fetching(user: str) -> bool:
     """Whether the node-side end of a result download (its `cat`) is running."""
     for process in psutil.process_iter(["username", "cmdline"]):
-        if process.info["username"] == user and 'cat -- "$@"' in " ".join(process.info["cmdline"] or []):
+        if process.info["username"] == user and 'cat -- "$@"' in " ".join(
+            process.info["cmdline"] or []
+        ):
             return True
     return False
 
@@ -179,9 +181,7 @@ def test_a_stall_or_reset_mid_pull_records_no_partial_result(
     directory = home / "results" / document["id"]
     names = sorted(p.name for p in directory.iterdir())
     [task] = document["tasks"]
-    verified = all(
-        (directory / o["name"]).stat().st_size == o["size"] for o in task["outputs"]
-    )
+    verified = all((directory / o["name"]).stat().st_size == o["size"] for o in task["outputs"])
     struck = [a["node"] for a in task["attempts"]] == ["n01", "n02"]
     ok = (
         struck
@@ -192,7 +192,7 @@ def test_a_stall_or_reset_mid_pull_records_no_partial_result(
     )
     figures.fault(fault, ok)
     assert state == JobState.DONE, task
-    assert struck, (task["attempts"])  # the fault hit n01 mid-pull; n02 did the work
+    assert struck, task["attempts"]  # the fault hit n01 mid-pull; n02 did the work
     assert names == ["a.up", "big", "manifest.json"]  # no .part left, nothing twice
     assert verified and took < 30
     assert os.path.getsize(directory / "big") == 24_000_000

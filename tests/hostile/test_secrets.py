@@ -23,7 +23,6 @@ from edgectl.inventory.model import Node
 from tests.cli import run_cli
 from tests.fleet import Fleet
 from tests.hostile.conftest import Figures
-from tests.hostile.test_hostile_node import fleet_home
 from tests.test_onboard import use_home_authorized_keys, user_authorized_keys, wire_cli
 
 pytestmark = pytest.mark.fleet
@@ -121,18 +120,40 @@ def test_bootstrap_password_and_job_secret_appear_nowhere(
     printed: list[str] = []
     with ProcessSampler() as sampler:
         monkeypatch.setenv("EDGE_PASSWORD", WRONG_CANARY)
-        wrong = run_cli(home, "inventory", "bootstrap", "n01", "--password-env", "EDGE_PASSWORD",
-                        "--accept-new")
+        wrong = run_cli(
+            home, "inventory", "bootstrap", "n01", "--password-env", "EDGE_PASSWORD", "--accept-new"
+        )
         monkeypatch.setenv("EDGE_PASSWORD", PASSWORD_CANARY)
-        right = run_cli(home, "inventory", "bootstrap", "n01", "--password-env", "EDGE_PASSWORD",
-                        "--accept-new", "--json")
+        right = run_cli(
+            home,
+            "inventory",
+            "bootstrap",
+            "n01",
+            "--password-env",
+            "EDGE_PASSWORD",
+            "--accept-new",
+            "--json",
+        )
         printed += [wrong.stdout, wrong.stderr, right.stdout, right.stderr]
         # The same from a separate process: whatever it prints, tracebacks included.
         env = {**os.environ, "EDGE_PASSWORD": WRONG_CANARY, "PYTHONDEVMODE": "1"}
         child = subprocess.run(
-            [sys.executable, "-m", "edgectl", "--home", str(home), "inventory", "bootstrap",
-             "n01", "--password-env", "EDGE_PASSWORD"],
-            capture_output=True, text=True, env=env, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "edgectl",
+                "--home",
+                str(home),
+                "inventory",
+                "bootstrap",
+                "n01",
+                "--password-env",
+                "EDGE_PASSWORD",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         printed += [child.stdout, child.stderr]
         # A job run by a controller whose environment holds a secret (as cron's would).
@@ -141,9 +162,24 @@ def test_bootstrap_password_and_job_secret_appear_nowhere(
         (inputs / "a.txt").write_text("a\n")
         env = {**os.environ, "EDGECTL_HOME": str(home), "API_TOKEN": JOB_CANARY}
         job = subprocess.run(
-            [sys.executable, "-m", "edgectl", "job", "submit", "script", str(inputs), "--on",
-             "n01", "--run", "env > out/env.txt; ps -eww -o args > out/ps.txt", "--wait"],
-            capture_output=True, text=True, env=env, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "edgectl",
+                "job",
+                "submit",
+                "script",
+                str(inputs),
+                "--on",
+                "n01",
+                "--run",
+                "env > out/env.txt; ps -eww -o args > out/ps.txt",
+                "--wait",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         printed += [job.stdout, job.stderr]
     assert wrong.exit_status != 0 and right.exit_status == 0, right.stdout + right.stderr
