@@ -314,3 +314,40 @@ def test_hostile_probe_output_is_stored_capped_and_inert(
     for name, ok in checks.items():
         figures.attack(f"hostile facts: {name}", ok)
     assert checks == dict.fromkeys(checks, True), (checks, facts_size, record)
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ("S\tt1\t0\nN\tt1\n", "the node reports success but left no manifest"),
+        ("S\tt1\t3\nN\tt1\n", None),  # a failure needs no manifest
+        (f"S\tt1\t0\nM\tt1\t{'0' * 64}\t5\tmanifest.json\n", "reserved for edgectl"),
+        (f"S\tt1\t0\nM\tt1\t{'0' * 64}\t5\ta\x01b\n", "refused output name"),
+        (f"S\tt1\t0\nM\tt1\t{'0' * 64}\t5\tok.txt\n", None),
+    ],
+)
+def test_poll_reports_of_a_hostile_node_are_judged_without_a_server(
+    output: str, error: str | None
+) -> None:
+    from edgectl.jobs.remote import parse_poll
+
+    report = parse_poll(output, ["t1"], max_file=1 << 20, max_total=1 << 20)["t1"]
+    if error is None:
+        assert report.error is None
+    else:
+        assert report.error is not None and error in report.error
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b]0;owned\x07plain", "\\x1b]0;owned\\x07plain"),
+        ("tab\tand\nnewline", "tab\tand\nnewline"),
+        ("\x9bC1 csi", "\\x9bC1 csi"),
+        ("[/bold] stays text", "[/bold] stays text"),
+    ],
+)
+def test_text_from_nodes_is_printed_with_control_characters_escaped(text: str, shown: str) -> None:
+    from edgectl.cli.render import plain
+
+    assert plain(text) == shown
