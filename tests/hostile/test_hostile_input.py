@@ -128,6 +128,9 @@ def test_hostile_values_never_run_anywhere(fleet: Fleet, figures: Figures, tmp_p
     )
     assert state.value == "done" and inputs_ran >= 9, (state, stored, jobs.show(job.id)["tasks"])
     run_cli(home, "inventory", "set", "n03", f"workdir={fleet.nodes[2].workdir}")
+    # The shared fleet's workdir is left as other tests expect it.
+    subprocess.run(["rm", "-rf", "--", str(odd_workdir)], check=True, timeout=30)
+    (node_dir / f"-r ;$(mkdir {MARK}g).dat").unlink()
 
     time.sleep(0.2)
     found = markers([Path("/tmp"), TEST_HOME, Path.cwd(), tmp_path, Path(fleet.directory)])
