@@ -181,6 +181,10 @@ class Executor:
                 self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
                 slot.active.add(task.id)
                 self._spawn(self._start(task, slot))
+        if self.new_tasks:
+            # Write-ahead: the uploads start at the next await, after the ledger knows these
+            # tasks; a crash before that left work running on nodes that nobody collects.
+            self.flush()
 
     def _may_run(self, task: Task, node: str) -> bool:
         """A queued task may go to a node it has not failed on and whose data it needs."""
@@ -452,6 +456,8 @@ class Executor:
         finished = [r for r in reports.values() if r.state == "finished"]
         for report in reports.values():
             task = self.tasks[report.task_id]
+            if report.state == "lost":
+                slot.cleanup.append(task.id)  # whatever it left (an upload cut short)
             if report.state == "lost" and report.task_id in self.adopted:
                 self._requeue(task, slot, "not started before the restart")
             elif report.state == "lost":
@@ -488,6 +494,11 @@ class Executor:
     def _adopt_active(self) -> None:
         """After a crash: tasks the ledger shows in flight are asked about, not restarted."""
         for task in self.tasks.values():
+            if task.state.final:
+                # A crash may have come between its end and the removal of its directories.
+                for node in {a.node for a in task.attempts} | {task.node or ""}:
+                    if node in self.nodes and task.id not in self.nodes[node].cleanup:
+                        self.nodes[node].cleanup.append(task.id)
             if task.state not in ACTIVE:
                 continue
             slot = self.nodes.get(task.node or "")
