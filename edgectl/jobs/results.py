@@ -99,6 +99,10 @@ def write_manifest(directory: Path, job: dict[str, Any], outputs: Iterable[dict[
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
+        # Called once the run's downloads are over (one run per job at a time): any temp
+        # file still here was left by a controller killed mid-write.
+        for stale in [*directory.glob(".*.part"), *directory.glob(".manifest.*.tmp")]:
+            stale.unlink(missing_ok=True)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
