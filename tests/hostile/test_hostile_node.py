@@ -192,7 +192,7 @@ def test_every_hostile_result_is_refused_and_nothing_lands_outside_the_results(
             ok = state == JobState.DONE and not extra and set(attack.stored) <= set(stored)
         else:
             ok = state == JobState.FAILED and attack.expect in error and not extra
-        ok = ok and "\x1b" not in error and time.monotonic() - started < 15
+        ok = ok and "\x1b" not in error and time.monotonic() - started < 30
         figures.attack(f"hostile node: {attack.name}", ok)
         if not ok:
             failures.append((attack.name, state, error[:200], stored))
