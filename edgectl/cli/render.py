@@ -6,11 +6,21 @@ rich is imported here only, and only when a terminal table is drawn.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from edgectl.cli.context import Environment
+
+# Control characters other than tab and newline: in text from a node (an error, a name, a
+# fact) they could move the cursor, retitle the window or hide a line on a terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """Text safe to print: control characters shown as escapes (\\x1b), never sent raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def emit_json(env: Environment, document: Any) -> None:
@@ -33,13 +43,13 @@ def line(env: Environment, text: str = "") -> None:
 
 def note(env: Environment, text: str) -> None:
     """A message for a person, on stderr so that stdout stays clean for pipes."""
-    env.stderr.write(text + "\n")
+    env.stderr.write(plain(text) + "\n")
 
 
 def error(env: Environment, text: str) -> None:
     """The one line a failing command prints."""
     first = text.strip().splitlines()[0] if text.strip() else "failed"
-    env.stderr.write(f"edgectl: error: {first}\n")
+    env.stderr.write(f"edgectl: error: {plain(first)}\n")
 
 
 def table(
@@ -49,10 +59,11 @@ def table(
     title: str | None = None,
 ) -> None:
     """A table: drawn by rich on a terminal, aligned plain columns otherwise (never truncated)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [["" if v is None else plain(str(v)) for v in row] for row in rows]
     if env.stdout_isatty:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         console = Console(
             file=env.stdout, no_color=not env.colour, highlight=False, force_terminal=True
@@ -63,7 +74,8 @@ def table(
         for header in headers:
             grid.add_column(header, overflow="fold")
         for row in cells:
-            grid.add_row(*row)
+            # Text, not str: a cell is data, never rich markup ("[/x]" in a node's error).
+            grid.add_row(*(Text(cell) for cell in row))
         console.print(grid)
         return
     widths = [len(h) for h in headers]
@@ -80,7 +92,7 @@ def key_values(env: Environment, pairs: Sequence[tuple[str, Any]]) -> None:
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
         shown = "-" if value in (None, "", [], {}) else value
-        env.stdout.write(f"{key.ljust(width)}  {shown}\n")
+        env.stdout.write(f"{key.ljust(width)}  {plain(str(shown))}\n")
 
 
 @contextmanager

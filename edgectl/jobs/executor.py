@@ -173,6 +173,7 @@ class Executor:
         self.adopted: set[str] = set()
         self.bytes_uploaded: dict[str, int] = {}  # per job
         self.probed = probed
+        self.crashed: BaseException | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -260,6 +261,11 @@ class Executor:
         for task in sorted(self.tasks.values(), key=lambda t: t.duplicate_of is not None):
             if task.state in ACTIVE:
                 self._adopt(task, done, now)
+            elif task.state.final:
+                # A crash may have come between its end and the removal of its directories.
+                for node in {a.node for a in task.attempts} | {task.node or ""}:
+                    if node in self.nodes and task.id not in self.nodes[node].cleanup:
+                        self.nodes[node].cleanup.append(task.id)
 
     def _refusals(self, run: RunJob) -> dict[str, str]:
         found = {}
@@ -303,6 +309,10 @@ class Executor:
     def _place(self) -> None:
         for assignment in self.dispatcher.assign(time.time()):
             self._start_assignment(assignment)
+        if self.new_tasks:
+            # Write-ahead: the uploads start at the next await, after the ledger knows these
+            # tasks; a crash before that left work running on nodes that nobody collects.
+            self.flush()
 
     def _start_assignment(self, assignment: Assignment) -> None:
         keys = list(assignment.task_ids)
@@ -371,16 +381,20 @@ class Executor:
     def _worker_done(self, worker: asyncio.Task[None]) -> None:
         self.workers.discard(worker)
         self.wakeup.set()
-        if not worker.cancelled() and worker.exception() is not None:
-            raise worker.exception()  # type: ignore[misc]  # a bug: surface it
+        if not worker.cancelled() and worker.exception() is not None and self.crashed is None:
+            # A bug: raised from a callback it would only be logged, and the job would wait
+            # for ever on a task that nothing drives any more. The run loop re-raises it.
+            self.crashed = worker.exception()
 
     # -- one task's life ----------------------------------------------------------------------
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:
         run = self.jobs[task.job_id]
-        self._set(task, state=TaskState.UPLOADING, started=time.time())
+        # The attempt first: the state change persists it, so a crash from here on leaves
+        # a task whose node is on record.
         attempt = Attempt(node=slot.node.name, started=time.time())
         task.attempts.append(attempt)
+        self._set(task, state=TaskState.UPLOADING, started=time.time())
         try:
             payload = run.kind.payload(run.job.params, task.inputs)
             data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
@@ -479,7 +493,10 @@ class Executor:
                 )
                 total = sum(e.size for e in manifest)
                 result = await conn.run(
-                    argv, timeout=self.options.op_timeout + total / 5e6, max_output=total + 1
+                    argv,
+                    timeout=self.options.op_timeout + total / 5e6,
+                    # room for the reason on stderr even when the outputs are tiny
+                    max_output=max(total + 1, 4096),
                 )
                 if result.exit_status != 0 or result.truncated or len(result.stdout) != total:
                     why = (
@@ -508,7 +525,8 @@ class Executor:
             return
         slot.last_ok = self.clock()
         finished = time.time()
-        task.attempts[-1].finished = finished
+        if task.attempts:  # a ledger written before attempts were saved with the state
+            task.attempts[-1].finished = finished
         outputs = [{"name": e.name, "size": e.size, "sha256": e.sha256} for e in manifest]
         self._set(task, state=TaskState.DONE, outputs=outputs, finished=finished, error=None)
         slot.active.discard(task.id)
@@ -711,6 +729,8 @@ class Executor:
         finished = [r for r in reports.values() if r.state == "finished"]
         for report in reports.values():
             task = self.tasks[report.task_id]
+            if report.state == "lost":
+                slot.cleanup.append(task.id)  # whatever it left (an upload cut short)
             if task.state != TaskState.RUNNING:
                 continue  # ended meanwhile (a copy won, a cancel)
             if report.state == "running":
@@ -859,6 +879,8 @@ class Executor:
         self._progress()
         last_cancel_check = 0.0
         while True:
+            if self.crashed is not None:
+                raise self.crashed
             now = self.clock()
             if now - last_cancel_check > 1.0:
                 last_cancel_check = now

@@ -18,6 +18,8 @@ from pathlib import Path
 
 TASK_ID = re.compile(r"t[0-9A-Za-z-]{1,80}")
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# Files edgectl itself writes in results/<job-id>/: no task output may take their names.
+RESERVED_NAMES = frozenset({"manifest.json", "analytics.json"})
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_OUTPUTS = 10_000
 TASKS_DIR = "tasks"
@@ -36,8 +38,8 @@ START = (
     # report it here, saving a poll round trip (no fractional sleep: no wait).
     + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
     + 'if [ -f status ]; then printf \'S\\t%s\\t%s\\n\' "$1" "$(head -c 20 status)"; '
-    + "if [ -f manifest ]; then head -n 10001 manifest | while IFS= read -r line; do "
-    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; fi; fi'
+    + "if [ -f manifest ]; then head -n 10001 manifest | tr '\\000' '\\001' | while IFS= read -r line; do "
+    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; else printf \'N\\t%s\\n\' "$1"; fi; fi'
 )
 
 POLL = (
@@ -48,8 +50,8 @@ POLL = (
     + 'then n=0; [ -f "$d/progress" ] && n=$(wc -c < "$d/progress"); '
     + "printf 'R\\t%s\\t%s\\n' \"$t\" $n; "
     + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
-    + 'if [ -f "$d/manifest" ]; then head -n 10001 "$d/manifest" | while IFS= read -r line; do '
-    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; fi; '
+    + "if [ -f \"$d/manifest\" ]; then head -n 10001 \"$d/manifest\" | tr '\\000' '\\001' | while IFS= read -r line; do "
+    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; else printf \'N\\t%s\\n\' "$t"; fi; '
     + "else printf 'L\\t%s\\n' \"$t\"; fi; done"
 )
 
@@ -81,11 +83,16 @@ LIST = (
     + 'printf \'%s\\t%s\\n\' "$(wc -c < "$f" | tr -d \' \')" "$p"; fi; done; done'
 )
 
-ERROR_TAIL = _WORKDIR + 'tail -c 400 "$wd/tasks/$1/stderr.log" 2>/dev/null'
+# The logs are read only when they are regular files: a node that replaced one with a
+# symlink to /dev/zero or a FIFO would otherwise hold the read until its timeout.
+_TAIL = 'tail_log() { if [ -f "$2" ] && [ ! -h "$2" ]; then tail -c "$1" "$2" 2>/dev/null; fi; }; '
+
+ERROR_TAIL = _WORKDIR + _TAIL + 'tail_log 400 "$wd/tasks/$1/stderr.log"'
 
 LOGS = (
     _WORKDIR
-    + 'd=$wd/tasks/$1; tail -c 65536 "$d/stdout.log" 2>/dev/null; echo; echo "--- stderr"; tail -c 65536 "$d/stderr.log" 2>/dev/null'
+    + _TAIL
+    + 'd=$wd/tasks/$1; tail_log 65536 "$d/stdout.log"; echo; echo "--- stderr"; tail_log 65536 "$d/stderr.log"'
 )
 
 
@@ -173,6 +180,8 @@ def parse_manifest_line(line: str, max_file: int) -> OutputEntry:
     digest, size_text, name = parts
     if not OUTPUT_NAME.fullmatch(name) or name in (".", ".."):
         raise ManifestError(f"refused output name {name[:60]!r} (plain names only)")
+    if name in RESERVED_NAMES:
+        raise ManifestError(f"refused output name {name!r} (reserved for edgectl's own files)")
     if not SHA256.fullmatch(digest):
         raise ManifestError(f"bad checksum for {name!r}")
     if not size_text.isdigit():
@@ -208,6 +217,12 @@ def parse_poll(
             reports[task_id] = PollReport(task_id, "finished", code, manifest=[])
             if code is None:
                 reports[task_id].error = f"unreadable status {status[:20]!r}"
+        elif kind == "N":
+            report = reports.get(task_id)
+            if report is not None and report.exit_status == 0 and not report.error:
+                # The runner writes the manifest before the status: a success without one
+                # is a tampered or broken task directory, not a task without outputs.
+                report.error = "the node reports success but left no manifest"
         elif kind == "M":
             report = reports.get(task_id)
             if report is None or report.manifest is None or report.error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -11,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgectl.jobs.remote import OUTPUT_NAME, OutputEntry
+from edgectl.errors import StoreError
+from edgectl.jobs.remote import OUTPUT_NAME, RESERVED_NAMES, OutputEntry
 
 
 class ResultError(Exception):
@@ -31,13 +33,28 @@ def store_output(directory: Path, entry: OutputEntry, data: bytes, task_id: str)
     fails if that name exists: the same bytes stored again (a resume) are accepted, other
     bytes under a taken name are refused.
     """
-    if not OUTPUT_NAME.fullmatch(entry.name):
+    if not OUTPUT_NAME.fullmatch(entry.name) or entry.name in RESERVED_NAMES:
         raise ResultError(f"refused output name {entry.name!r}")
     if len(data) != entry.size:
         raise ResultError(f"{entry.name}: got {len(data)} bytes, the manifest says {entry.size}")
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise ResultError(f"{entry.name}: sha256 does not match the manifest")
+    try:
+        return _store_verified(directory, entry, data, digest, task_id)
+    except OSError as exc:
+        # A full disk (or a read-only one) fails this task with its reason; a raw OSError
+        # would end the worker and leave the task downloading for ever.
+        raise ResultError(f"{entry.name}: cannot store the result: {_why(exc)}") from None
+
+
+def _why(exc: OSError) -> str:
+    return "the disk is full" if exc.errno == errno.ENOSPC else str(exc.strerror or exc)
+
+
+def _store_verified(
+    directory: Path, entry: OutputEntry, data: bytes, digest: str, task_id: str
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     temp = directory / f".{task_id}.{secrets.token_hex(4)}.part"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -72,13 +89,24 @@ def _same_content(path: Path, digest: str) -> bool:
 
 def write_manifest(directory: Path, job: dict[str, Any], outputs: Iterable[dict[str, Any]]) -> Path:
     """manifest.json: every stored file with size and sha256, written atomically."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     document = {"job": job, "files": sorted(outputs, key=lambda o: o["name"])}
     temp = directory / f".manifest.{secrets.token_hex(4)}.tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
     final = directory / "manifest.json"
-    os.replace(temp, final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        # Called once the run's downloads are over (one run per job at a time): any temp
+        # file still here was left by a controller killed mid-write.
+        for stale in [*directory.glob(".*.part"), *directory.glob(".manifest.*.tmp")]:
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise StoreError(
+            f"cannot write {final}: {_why(exc)}; the previous manifest is unchanged"
+        ) from None
     return final

@@ -47,6 +47,10 @@ JITTER_PER_NODE = 0.002  # seconds of start spread per node, so sshd sees no bur
 MAX_JITTER = 0.5
 CONNECT_RETRIES = 2  # extra attempts after a drop during the handshake
 RETRY_BACKOFF = 0.2  # seconds, doubled per attempt, randomised
+# Handshakes in flight to one address (host, port) at once: sshd's stock MaxStartups
+# starts dropping unauthenticated connections at 10, so many nodes behind one sshd (or
+# one forwarded address) would lose a share of theirs however often they retried.
+HANDSHAKES_PER_ADDRESS = 8
 
 
 async def open_connection(node: Node, options: ConnectOptions) -> Connection:
@@ -103,6 +107,7 @@ class ConnectionPool:
         self._limit = asyncio.Semaphore(forks)
         self._connections: dict[str, Connection] = {}
         self._node_locks: dict[str, asyncio.Lock] = {}
+        self._handshakes: dict[tuple[str, int], asyncio.Semaphore] = {}
         check_nofile(forks)
 
     async def __aenter__(self) -> ConnectionPool:
@@ -135,9 +140,12 @@ class ConnectionPool:
 
     async def _open_with_retries(self, node: Node) -> Connection:
         """Open a connection, retrying drops during the handshake (sshd's MaxStartups)."""
+        address = (node.host, node.port)
+        slots = self._handshakes.setdefault(address, asyncio.Semaphore(HANDSHAKES_PER_ADDRESS))
         for attempt in range(self.connect_retries + 1):
             try:
-                return await open_connection(node, self.options)
+                async with slots:
+                    return await open_connection(node, self.options)
             except TransportError as exc:
                 if not exc.retryable or attempt == self.connect_retries:
                     raise
