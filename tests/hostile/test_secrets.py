@@ -23,7 +23,7 @@ from edgectl.inventory.model import Node
 from tests.cli import run_cli
 from tests.fleet import Fleet
 from tests.hostile.conftest import Figures
-from tests.test_onboard import use_home_authorized_keys, user_authorized_keys, wire_cli
+from tests.test_onboard import use_home_authorized_keys, user_authorized_keys
 
 pytestmark = pytest.mark.fleet
 
@@ -110,7 +110,6 @@ def test_bootstrap_password_and_job_secret_appear_nowhere(
     all_logs: Captured,
     figures: Figures,
 ) -> None:
-    wire_cli()
     if os.geteuid() != 0:
         pytest.skip("setting the test user's password needs root")
     fleet: Fleet = fleet_factory(1, password=PASSWORD_CANARY)
