@@ -409,7 +409,7 @@ def results(
 
 def _print_texts(state: State, where: Path, files: list[dict[str, Any]]) -> None:
     """Each .txt result under a heading naming it and its node; then where they are."""
-    texts = [f for f in files if f["name"].endswith(".txt")]
+    texts = sorted((f for f in files if f["name"].endswith(".txt")), key=lambda f: f["name"])
     if not texts:
         raise NotFoundError(
             f"no text results in {where} (an ocr job writes them with --format txt)"
