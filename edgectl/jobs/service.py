@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from edgectl.facts.store import ProbeResult
 from edgectl.inventory.model import Node
 from edgectl.jobs.executor import ExecOptions, Executor, JobBusy, job_is_busy, job_lock, kill_task
 from edgectl.jobs.explaining import explain_placement
+from edgectl.jobs.inputs import expand_inputs, list_remote
 from edgectl.jobs.kinds import get_kind, input_names
 from edgectl.jobs.ledger import Ledger
 from edgectl.jobs.model import Job, JobState, Task, TaskState, job_state, new_id
@@ -25,31 +25,7 @@ from edgectl.scheduler import Explanation
 if TYPE_CHECKING:
     from edgectl.api import Fleet
 
-MAX_INPUTS = 1_000_000
 STARTUP_GRACE_S = 10.0  # a job submitted this recently may not have its runner started yet
-
-
-def expand_inputs(items: Sequence[str]) -> list[Path]:
-    """Files from paths, directories (recursively, sorted) and glob patterns; each once."""
-    found: dict[Path, None] = {}
-    for item in items:
-        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
-        if not matches:
-            raise UsageError(f"no input matches {item!r}")
-        for match in matches:
-            path = Path(match)
-            if path.is_dir():
-                for child in sorted(
-                    p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                ):
-                    found[child.resolve()] = None
-            elif path.is_file():
-                found[path.resolve()] = None
-            else:
-                raise UsageError(f"input {match}: no such file or directory")
-    if len(found) > MAX_INPUTS:
-        raise UsageError(f"{len(found)} inputs: at most {MAX_INPUTS} per job")
-    return list(found)
 
 
 def job_document(job: Job, tasks: list[Task]) -> dict[str, Any]:
@@ -136,7 +112,7 @@ class Jobs:
         handler.check(params)
         paths = expand_inputs(inputs) if inputs else []
         nodes = self.fleet.nodes(selector)  # a selector that matches nothing is refused now
-        remote = self._list_remote(nodes, remote_paths) if remote_paths else []
+        remote = list_remote(self.fleet, nodes, remote_paths) if remote_paths else []
         if not paths and not remote:
             raise UsageError("no inputs given (files, directories, globs or --remote-path)")
         names = input_names([str(p) for p in paths])
@@ -154,47 +130,6 @@ class Jobs:
             priority=priority,
             after=[self.ledger.load(a)[0].id for a in after],
         )
-
-    def _list_remote(self, nodes: list[Node], patterns: Sequence[str]) -> list[dict[str, Any]]:
-        """Files matching the globs on each node: {name, remote, node, size}."""
-        import asyncio
-
-        from edgectl.jobs import remote
-
-        async def list_all() -> dict[str, Any]:
-            async with self.fleet.pool(30.0) as pool:
-
-                async def one(node: Node, conn: Any) -> Any:
-                    return await conn.run(
-                        remote.sh(remote.LIST, node.workdir, *patterns),
-                        timeout=60.0,
-                        max_output=64 << 20,
-                    )
-
-                return await pool.run_all(nodes, one)
-
-        found: list[dict[str, Any]] = []
-        outcomes = asyncio.run(list_all())
-        for node in nodes:
-            outcome = outcomes[node.name]
-            if not hasattr(outcome, "stdout_text"):
-                raise UsageError(f"cannot list --remote-path on {node.name}: {outcome}")
-            for line in outcome.stdout_text.splitlines():
-                size, _, path = line.partition("\t")
-                if size.isdigit() and path.startswith("/"):
-                    base = Path(path).name
-                    found.append(
-                        {
-                            "name": f"{node.name}__{base}",
-                            "remote": path,
-                            "node": node.name,
-                            "size": int(size),
-                        }
-                    )
-        names = input_names([i["name"] for i in found])
-        for item, name in zip(found, names, strict=True):
-            item["name"] = name
-        return found
 
     def start_background(self, job_id: str) -> int:
         """Run the job in a detached edgectl process (it outlives this one); return its pid."""

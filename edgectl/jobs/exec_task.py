@@ -1,0 +1,184 @@
+"""One task's life on its node: upload and start detached, finish, fetch and store its outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+from edgectl.jobs import remote
+from edgectl.jobs.exec_copies import Copies
+from edgectl.jobs.exec_setbacks import Setbacks
+from edgectl.jobs.exec_state import NodeSlot, Progress
+from edgectl.jobs.model import Attempt, Task, TaskState
+from edgectl.jobs.results import ResultError, store_output
+from edgectl.scheduler import TaskStatus
+from edgectl.transport import TransportError
+
+
+class TaskLife(Setbacks, Copies):
+    """Starts a task on its node and brings its outputs home when it finishes."""
+
+    async def _start(self, task: Task, slot: NodeSlot) -> None:
+        run = self.jobs[task.job_id]
+        # The attempt first: the state change persists it, so a crash from here on leaves
+        # a task whose node is on record.
+        attempt = Attempt(node=slot.node.name, started=time.time())
+        task.attempts.append(attempt)
+        self._set(task, state=TaskState.UPLOADING, started=time.time())
+        try:
+            payload = run.kind.payload(run.job.params, task.inputs)
+            data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
+            self.bytes_uploaded[task.job_id] = self.bytes_uploaded.get(task.job_id, 0) + len(data)
+        except OSError as exc:
+            self._fail(task, slot, f"cannot read an input: {exc.strerror}: {exc.filename}", True)
+            return
+        try:
+            conn = await self.pool.connection(slot.node)
+            argv = remote.sh(
+                remote.START, slot.node.workdir, task.id, str(self.options.start_wait_steps)
+            )
+            result = await conn.run(
+                argv, stdin=data, timeout=self.options.op_timeout, max_output=1 << 20
+            )
+        except TransportError as exc:
+            self._node_trouble(slot, exc)
+            self._requeue(task, slot, f"{exc.reason}: {exc}")
+            return
+        if task.state != TaskState.UPLOADING or task.attempts[-1] is not attempt:
+            slot.abandoned.add(task.id)  # cancelled or placed again meanwhile: not ours now
+            return
+        slot.last_ok = self.clock()
+        if result.exit_status != 0:
+            why = result.stderr_text.strip().splitlines()[-1:] or [f"exit {result.exit_status}"]
+            self._fail(task, slot, f"upload or start failed: {why[0][:300]}")
+            return
+        pid = next(
+            (line[4:] for line in result.stdout_text.splitlines() if line.startswith("pid=")), ""
+        )
+        self._set(
+            task,
+            state=TaskState.RUNNING,
+            pid=int(pid) if pid.isdigit() else None,
+            remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{task.id}",
+        )
+        now = time.time()
+        self.progress[task.id] = Progress(0, now)
+        self.dispatcher.task_started(self._inputs_of(task)[0], slot.node.name, now)
+        report = remote.parse_poll(
+            result.stdout_text, [task.id], self.options.max_file, self.options.max_task_output
+        )
+        if report[task.id].state == "finished":
+            await self._finished(task, slot, report[task.id])
+        else:
+            slot.next_poll = min(slot.next_poll or math.inf, self.clock() + self.options.poll_min)
+            slot.poll_interval = self.options.poll_min
+
+    def _computed(self, task: Task, slot: NodeSlot, count: int) -> None:
+        """The node says `count` of the task's inputs are done: tell the scheduler (timing only)."""
+        mark = self.progress.setdefault(task.id, Progress(0, time.time()))
+        keys = self._inputs_of(task)
+        count = min(count, len(keys))
+        if count <= mark.done:
+            return
+        now = time.time()
+        share = max(1e-3, now - mark.since) / (count - mark.done)
+        for key in keys[mark.done : count]:
+            self.dispatcher.task_computed(key, slot.node.name, share, now)
+        mark.done, mark.since = count, now
+        if count < len(keys):
+            self.dispatcher.task_started(keys[count], slot.node.name, now)
+
+    async def _finished(self, task: Task, slot: NodeSlot, report: remote.PollReport) -> None:
+        if task.state != TaskState.RUNNING:
+            return
+        keys = self._inputs_of(task)
+        if report.exit_status == 0 and not report.error:
+            self._computed(task, slot, len(keys))  # timed before the download
+        rival = next(
+            (self.claimed[k] for k in keys if self.claimed.get(k, task.id) != task.id), None
+        )
+        if rival is not None or any(
+            self.dispatcher.task_status(k) is TaskStatus.DONE for k in keys
+        ):
+            self._lost_race(task, slot, rival)
+            return
+        self._set(task, state=TaskState.DOWNLOADING, exit_status=report.exit_status)
+        if report.error or report.exit_status != 0:
+            reason = report.error or f"exit status {report.exit_status}"
+            if not report.error:
+                tail = await self._stderr_tail(task, slot)
+                reason += f": {tail}" if tail else ""
+            self._fail(task, slot, reason)
+            slot.cleanup.append(task.id)
+            return
+        for key in keys:
+            self.claimed[key] = task.id  # first result wins: a rival finishing now is a loser
+        manifest = report.manifest or []
+        results = self.jobs[task.job_id].results
+        try:
+            if manifest:
+                conn = await self.pool.connection(slot.node)
+                argv = remote.sh(
+                    remote.FETCH, slot.node.workdir, task.id, *(e.name for e in manifest)
+                )
+                total = sum(e.size for e in manifest)
+                result = await conn.run(
+                    argv,
+                    timeout=self.options.op_timeout + total / 5e6,
+                    # room for the reason on stderr even when the outputs are tiny
+                    max_output=max(total + 1, 4096),
+                )
+                if result.exit_status != 0 or result.truncated or len(result.stdout) != total:
+                    why = (
+                        result.stderr_text.strip()[:200]
+                        or f"got {len(result.stdout)} of {total} bytes"
+                    )
+                    self._unclaim(keys)
+                    self._fail(task, slot, f"download failed: {why}")
+                    slot.cleanup.append(task.id)
+                    return
+                offset = 0
+                for entry in manifest:
+                    store_output(
+                        results, entry, result.stdout[offset : offset + entry.size], task.id
+                    )
+                    offset += entry.size
+        except TransportError as exc:
+            self._unclaim(keys)
+            self._node_trouble(slot, exc)
+            self._requeue(task, slot, f"download: {exc.reason}: {exc}")
+            return
+        except ResultError as exc:
+            self._unclaim(keys)
+            self._fail(task, slot, str(exc))
+            slot.cleanup.append(task.id)
+            return
+        slot.last_ok = self.clock()
+        finished = time.time()
+        if task.attempts:  # a ledger written before attempts were saved with the state
+            task.attempts[-1].finished = finished
+        outputs = [{"name": e.name, "size": e.size, "sha256": e.sha256} for e in manifest]
+        self._set(task, state=TaskState.DONE, outputs=outputs, finished=finished, error=None)
+        slot.active.discard(task.id)
+        slot.cleanup.append(task.id)
+        for key in keys:
+            self.attempt.pop((key, slot.node.name), None)
+            for loser in self.dispatcher.task_finished(key, slot.node.name, 1e-3, finished):
+                self._beaten(key, loser, slot.node.name)
+            self._settle_holder(key, task)
+        self._progress()
+
+    def _unclaim(self, keys: list[str]) -> None:
+        for key in keys:
+            self.claimed.pop(key, None)
+
+    async def _stderr_tail(self, task: Task, slot: NodeSlot) -> str:
+        """The last line the task wrote on stderr, for its error message."""
+        with contextlib.suppress(TransportError):
+            conn = await self.pool.connection(slot.node)
+            argv = remote.sh(remote.ERROR_TAIL, slot.node.workdir, task.id)
+            result = await conn.run(argv, timeout=self.options.op_timeout, max_output=1 << 12)
+            lines = [line for line in result.stdout_text.splitlines() if line.strip()]
+            return lines[-1][:300] if lines else ""
+        return ""
