@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,8 @@ def run_cli(home: Path | str, *args: str, tty: bool = False) -> CliResult:
     env = Environment(stdout=out, stderr=err, stdout_isatty=tty, stderr_isatty=tty)
     status = main(["--home", str(home), *args], env)
     return CliResult(int(status), out.getvalue(), err.getvalue())
+
+
+def edgectl_argv(home: Path | str, *args: str) -> list[str]:
+    """The argv of `edgectl --home HOME ARGS...` as a child process of this Python."""
+    return [sys.executable, "-m", "edgectl", "--home", str(home), *args]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -356,14 +357,15 @@ def test_tasks_of_a_lost_node_are_placed_elsewhere() -> None:
 # ---- speculative copies -------------------------------------------------------------------
 
 
-def straggling(cap: float = 0.10) -> tuple[Dispatcher, str]:
-    """Two observed nodes; a task on `slow` has run 5x its expected time; `fast` is idle."""
+def straggling(cap: float = 0.10, **config: Any) -> tuple[Dispatcher, str]:
+    """Two observed nodes, each with a task of 10 units; `fast` has finished its own."""
     d = dispatcher(
         node("slow", cores=1),
         node("fast", cores=1),
         rates={"slow": 1.0, "fast": 1.0},
         extra_slots=0,
         duplicate_work_cap=cap,
+        **config,
     )
     d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
     batch = {a.node: a for a in d.assign(NOW)}
@@ -411,17 +413,7 @@ def test_no_copy_of_a_late_task_that_will_not_be_the_last_to_end() -> None:
 
 
 def test_copies_can_be_turned_off() -> None:
-    d = dispatcher(
-        node("slow", cores=1),
-        node("fast", cores=1),
-        rates={"slow": 1.0, "fast": 1.0},
-        extra_slots=0,
-        duplicates=False,
-    )
-    d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
-    batch = {a.node: a for a in d.assign(NOW)}
-    d.task_started(batch["slow"].task_ids[0], "slow", NOW)
-    finish(d, batch["fast"], NOW, seconds=10.0)
+    d, _ = straggling(cap=0.5, duplicates=False)  # the cap would allow the copy
     assert d.assign(NOW + 100) == []
 
 

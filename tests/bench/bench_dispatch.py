@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edgectl import Fleet as EdgeFleet
+from tests.cli import edgectl_argv
 from tests.fleet import running_fleet
 
 
@@ -94,12 +95,8 @@ def run_edgectl(home: Path, inputs: Path) -> float:
     """edgectl job submit --wait over the fleet; returns wall seconds."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgectl",
-            "--home",
-            str(home),
+        edgectl_argv(
+            home,
             "job",
             "submit",
             "script",
@@ -110,7 +107,7 @@ def run_edgectl(home: Path, inputs: Path) -> float:
             "tr a-z A-Z < {input} > out/{stem}.up",
             "--wait",
             "--json",
-        ],
+        ),
         capture_output=True,
         text=True,
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edgectl import Fleet as EdgeFleet
+from tests.cli import edgectl_argv
 from tests.fleet import running_fleet
 from tests.test_ocr import LATIN_FONT, build_runtime, provide_runtime
 
@@ -95,12 +96,8 @@ def run_edgectl(home: Path, pages: Path, count: int, concurrency: list[int]) -> 
     """edgectl job submit ocr --wait over the fleet; wall seconds."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgectl",
-            "--home",
-            str(home),
+        edgectl_argv(
+            home,
             "job",
             "submit",
             "ocr",
@@ -109,7 +106,7 @@ def run_edgectl(home: Path, pages: Path, count: int, concurrency: list[int]) -> 
             "n*",
             "--wait",
             "--json",
-        ],
+        ),
         capture_output=True,
         text=True,
     )

@@ -181,19 +181,17 @@ class Runner:
 
     def edgectl(self) -> Sample:
         """One run of `edgectl probe --json`; every node must be reachable."""
-        argv = [
-            sys.executable,
-            "-m",
-            "edgectl",
-            "--home",
-            str(self.home),
+        from tests.cli import edgectl_argv
+
+        argv = edgectl_argv(
+            self.home,
             "probe",
             "--json",
             "--forks",
             str(self.forks),
             "--timeout",
             f"{TIMEOUT:g}",
-        ]
+        )
         sample, status, text = timed_child(argv, self.work / "edgectl.out")
         try:
             results = json.loads(text)

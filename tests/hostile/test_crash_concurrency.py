@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from edgectl.jobs.executor import ExecOptions
 from edgectl.jobs.model import JobState
 from edgectl.jobs.service import Jobs
 from edgectl.store import Store
-from tests.cli import run_cli
+from tests.cli import edgectl_argv, run_cli
 from tests.fleet import Fleet
 from tests.hostile.conftest import Figures
 from tests.hostile.test_hostile_node import fleet_home
@@ -34,10 +33,6 @@ pytestmark = pytest.mark.fleet
 SEED = 20261127
 CRASH_POINTS = 22
 STORES = ("inventory", "facts", "jobs")
-
-
-def edgectl_argv(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "edgectl", "--home", str(home), *args]
 
 
 def make_inputs(directory: Path, count: int, tag: str) -> None:

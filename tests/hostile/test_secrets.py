@@ -20,7 +20,7 @@ import pytest
 
 from edgectl import Fleet as EdgeFleet
 from edgectl.inventory.model import Node
-from tests.cli import run_cli
+from tests.cli import edgectl_argv, run_cli
 from tests.fleet import Fleet
 from tests.hostile.conftest import Figures
 from tests.test_onboard import use_home_authorized_keys, user_authorized_keys
@@ -137,18 +137,14 @@ def test_bootstrap_password_and_job_secret_appear_nowhere(
         # The same from a separate process: whatever it prints, tracebacks included.
         env = {**os.environ, "EDGE_PASSWORD": WRONG_CANARY, "PYTHONDEVMODE": "1"}
         child = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edgectl",
-                "--home",
-                str(home),
+            edgectl_argv(
+                home,
                 "inventory",
                 "bootstrap",
                 "n01",
                 "--password-env",
                 "EDGE_PASSWORD",
-            ],
+            ),
             capture_output=True,
             text=True,
             env=env,
