@@ -7,11 +7,11 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgectl.errors import UsageError
+from edgectl.jobs.remote import runner_file
 
 if TYPE_CHECKING:
     from edgectl.jobs.model import Job
@@ -62,7 +62,7 @@ def python_runner_payload(
         + "if [ -x ../../venv/bin/python3 ]; then py=../../venv/bin/python3; fi\n"
         + f'exec "$py" ./{script} {runner}_task.json\n'
     )
-    source = resources.files("edgectl.jobs.runners").joinpath(script).read_bytes()
+    source = runner_file(script)
     return TaskPayload(
         files=files,
         run_sh=run_sh,

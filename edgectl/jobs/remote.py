@@ -13,6 +13,7 @@ import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -108,9 +109,15 @@ def check_task_id(task_id: str) -> str:
     return task_id
 
 
+@cache
+def runner_file(name: str) -> bytes:
+    """A node-side runner shipped in edgectl.jobs.runners, read once per process."""
+    return resources.files("edgectl.jobs.runners").joinpath(name).read_bytes()
+
+
 def runner_script() -> bytes:
     """The node-side task runner (shipped inside the package)."""
-    return resources.files("edgectl.jobs.runners").joinpath("task.sh").read_bytes()
+    return runner_file("task.sh")
 
 
 def sha256_file(path: Path) -> str:
