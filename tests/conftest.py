@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgectl.transport.base import ConnectOptions
-from tests.fleet import SSHD, Fleet, FleetSession, trusting_options
+from tests.fleet import SSHD, Fleet, FleetSession, cannot_run_here, trusting_options
 
 FleetFactory = Callable[..., Fleet]
 
@@ -29,9 +29,7 @@ def fleet_session() -> Iterator[FleetSession]:
     """The test user, the client key and the address allocator of this session."""
     missing = _fleet_available()
     if missing:
-        if os.environ.get("EDGECTL_REQUIRE_FLEET"):
-            pytest.fail(f"the sshd test fleet is required here (CI) but cannot run: {missing}")
-        pytest.skip(f"integration tests need the sshd test fleet: {missing}")
+        cannot_run_here(f"integration tests need the sshd test fleet: {missing}")
     session = FleetSession.create()
     try:
         yield session

@@ -13,6 +13,7 @@ import pytest
 
 from edgectl.cli.completion import SHELLS, completion_script
 from tests.cli import run_cli
+from tests.fleet import cannot_run_here
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +48,9 @@ def _bash_complete(home: Path, words: list[str]) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completes_commands_nodes_and_groups(tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        cannot_run_here("bash is not installed")
     for name, group in [("cam-01", "cameras"), ("cam-02", "cameras"), ("gw-01", "gateways")]:
         assert (
             run_cli(

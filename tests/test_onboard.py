@@ -18,7 +18,7 @@ from edgectl.inventory.model import Node
 from edgectl.onboard import INSTALL_KEY, Target, expand_range, node_name, read_targets
 from edgectl.status import ExitStatus
 from tests.cli import run_cli
-from tests.fleet import TEST_HOME, Fleet, free_port
+from tests.fleet import TEST_HOME, Fleet, cannot_run_here, free_port
 
 PASSWORD = "Tr0ub4dor&3 'quoted' $(not-run)"
 
@@ -188,7 +188,7 @@ def test_bootstrap_installs_the_key_by_password_then_key_only_login_works(
     fleet_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_authorized_keys: Path
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("setting the test user's password needs root")
+        cannot_run_here("setting the test user's password needs root")
     fleet = fleet_factory(2, password=PASSWORD, password_nodes=[0])
     use_home_authorized_keys(fleet)
     home = tmp_path / "home"
@@ -276,7 +276,7 @@ def test_three_commands_take_new_devices_from_addresses_to_provisioned(
     default_workdir: Path,
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("setting the test user's password needs root")
+        cannot_run_here("setting the test user's password needs root")
     fleet = fleet_factory(2, password=PASSWORD)
     use_home_authorized_keys(fleet)
     home = tmp_path / "home"

@@ -18,9 +18,17 @@ import pytest
 
 from edgectl.facts.parse import parse_probe_output
 from edgectl.facts.script import PROBE_SCRIPT
+from tests.fleet import cannot_run_here
 
 TESSERACT = shutil.which("tesseract")
-pytestmark = pytest.mark.skipif(TESSERACT is None, reason="needs tesseract")
+
+
+@pytest.fixture(autouse=True)
+def _tesseract() -> None:
+    if TESSERACT is None:
+        cannot_run_here("needs tesseract (tests/run.sh installs it)")
+
+
 CACHE = ".edgectl-facts"
 
 

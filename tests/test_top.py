@@ -15,7 +15,7 @@ import pytest
 
 from edgectl import Fleet as EdgeFleet
 from tests.cli import run_cli
-from tests.fleet import Fleet
+from tests.fleet import Fleet, cannot_run_here
 from tests.test_fleet_view import make_home
 
 pytestmark = pytest.mark.fleet
@@ -48,10 +48,9 @@ def test_top_without_terminal_prints_the_rounds_asked_for(fleet: Fleet, tmp_path
     assert result.stdout.count("n01 ") == 2
 
 
-@pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed (tests/run.sh installs it)"
-)
 def test_live_top_in_a_terminal_quits_on_q(fleet: Fleet, tmp_path: Path) -> None:
+    if shutil.which("tmux") is None:
+        cannot_run_here("tmux is not installed (tests/run.sh installs it)")
     home = make_home(tmp_path, fleet)
     session = f"edgectl-top-{int(time.time() * 1000)}"
     done = tmp_path / "exit-status"

@@ -24,7 +24,7 @@ from edgectl.jobs.model import JobState
 from edgectl.jobs.service import Jobs
 from edgectl.store import Store
 from tests.cli import edgectl_argv, run_cli
-from tests.fleet import Fleet
+from tests.fleet import Fleet, cannot_run_here
 from tests.hostile.conftest import Figures
 from tests.hostile.test_hostile_node import fleet_home
 
@@ -228,7 +228,7 @@ def _q(text: str) -> str:
 def small_tmpfs() -> Iterator[Path]:
     """A 4 MiB tmpfs mounted on a directory made here (root only); unmounted after."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        cannot_run_here("mounting a tmpfs needs root")
     mountpoint = Path(tempfile.mkdtemp(prefix="edgectl-fulldisk-"))
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mountpoint)],
@@ -238,7 +238,7 @@ def small_tmpfs() -> Iterator[Path]:
     )
     if done.returncode != 0:
         mountpoint.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        cannot_run_here(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield mountpoint
     finally:

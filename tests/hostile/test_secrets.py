@@ -21,7 +21,7 @@ import pytest
 from edgectl import Fleet as EdgeFleet
 from edgectl.inventory.model import Node
 from tests.cli import edgectl_argv, run_cli
-from tests.fleet import Fleet
+from tests.fleet import Fleet, cannot_run_here
 from tests.hostile.conftest import Figures
 from tests.test_onboard import use_home_authorized_keys, user_authorized_keys
 
@@ -111,7 +111,7 @@ def test_bootstrap_password_and_job_secret_appear_nowhere(
     figures: Figures,
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("setting the test user's password needs root")
+        cannot_run_here("setting the test user's password needs root")
     fleet: Fleet = fleet_factory(1, password=PASSWORD_CANARY)
     use_home_authorized_keys(fleet)
     home = tmp_path / "home"
