@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from pathlib import Path
+
+from edgectl.jobs import remote
 from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.model import Job, JobState, Task, TaskState, effective_state, job_state
 from edgectl.jobs.placement import job_spec, local_inputs, task_key, task_specs
@@ -76,3 +81,28 @@ def test_a_poll_reports_how_many_inputs_a_running_task_has_done() -> None:
     reports = parse_poll("R\tt1\t3\nR\tt2\t\nR\tt3\tjunk\n", ["t1", "t2", "t3"], 10, 10)
     assert [reports[t].progress for t in ("t1", "t2", "t3")] == [3, 0, 0]
     assert reports["t1"].state == "running"
+
+
+def test_a_cleanup_that_arrives_before_the_kill_still_ends_the_task(tmp_path: Path) -> None:
+    """The node-side scripts in a real sh: a running task's group dies with its directory."""
+    directory = tmp_path / "tasks" / "t1"
+    running = subprocess.Popen(["setsid", "sleep", "60"])
+    ended = subprocess.Popen(["setsid", "sleep", "60"])  # stands for a reused pid
+    try:
+        directory.mkdir(parents=True)
+        (directory / "pid").write_text(f"{running.pid}\n")
+        subprocess.run(remote.sh(remote.CLEANUP, str(tmp_path), "t1"), timeout=10, check=True)
+        assert running.wait(timeout=5) == -signal.SIGKILL
+        assert not directory.exists()
+        # A finished task (its status written) is only removed: its pid is not signalled.
+        directory.mkdir()
+        (directory / "status").write_text("0\n")
+        (directory / "pid").write_text(f"{ended.pid}\n")
+        subprocess.run(remote.sh(remote.CLEANUP, str(tmp_path), "t1"), timeout=10, check=True)
+        assert not directory.exists()
+        assert ended.poll() is None
+    finally:
+        for process in (running, ended):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

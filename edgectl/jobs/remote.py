@@ -63,7 +63,16 @@ FETCH = (
     + 'cat -- "$@"'
 )
 
-CLEANUP = _WORKDIR + 'for t in "$@"; do rm -rf -- "$wd/tasks/$t"; done'
+CLEANUP = (
+    _WORKDIR
+    + 'for t in "$@"; do d=$wd/tasks/$t; '
+    # A task still running when its directory goes (a copy that lost, work given up) is
+    # killed first, so the order in which a kill and a cleanup arrive cannot matter: a
+    # cleanup that came first used to take the pid file, and the kill then found nothing.
+    + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ]; then p=$(cat "$d/pid"); '
+    + 'case $p in ""|*[!0-9]*) ;; *) kill -KILL "-$p" 2>/dev/null ;; esac; fi; '
+    + 'rm -rf -- "$d"; done'
+)
 
 KILL = (
     _WORKDIR
