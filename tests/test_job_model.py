@@ -90,15 +90,18 @@ def test_a_cleanup_that_arrives_before_the_kill_still_ends_the_task(tmp_path: Pa
     ended = subprocess.Popen(["setsid", "sleep", "60"])  # stands for a reused pid
     try:
         directory.mkdir(parents=True)
+        (directory / ".claim").symlink_to("started")  # as its start leaves it
         (directory / "pid").write_text(f"{running.pid}\n")
-        subprocess.run(remote.sh(remote.CLEANUP, str(tmp_path), "t1"), timeout=10, check=True)
+        cleanup = remote.sh(remote.CLEANUP, str(tmp_path), "600", "t1")
+        subprocess.run(cleanup, timeout=10, check=True)
         assert running.wait(timeout=5) == -signal.SIGKILL
         assert not directory.exists()
         # A finished task (its status written) is only removed: its pid is not signalled.
         directory.mkdir()
+        (directory / ".claim").symlink_to("started")
         (directory / "status").write_text("0\n")
         (directory / "pid").write_text(f"{ended.pid}\n")
-        subprocess.run(remote.sh(remote.CLEANUP, str(tmp_path), "t1"), timeout=10, check=True)
+        subprocess.run(cleanup, timeout=10, check=True)
         assert not directory.exists()
         assert ended.poll() is None
     finally:

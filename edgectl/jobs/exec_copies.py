@@ -24,7 +24,7 @@ class Copies(RunState):
     def _lost_race(self, task: Task, slot: NodeSlot, rival: str | None) -> None:
         """The task ended after another attempt of its inputs: its result is not stored."""
         slot.active.discard(task.id)
-        slot.cleanup.append(task.id)
+        slot.cleanup.append(task.run_name())
         for key in self._inputs_of(task):
             self.attempt.pop((key, slot.node.name), None)
         self._set(
@@ -42,9 +42,7 @@ class Copies(RunState):
         loser = self.tasks[task_id]
         slot = self.nodes[node]
         if loser.state in ACTIVE:
-            self._spawn(kill_task(self.pool, slot.node, loser.id, self.options.op_timeout))
-            slot.active.discard(loser.id)
-            slot.cleanup.append(loser.id)
+            self._stop(slot, loser)
             self._set(
                 loser,
                 state=TaskState.CANCELLED,
@@ -73,6 +71,15 @@ class Copies(RunState):
                 error=f"its input was done by task {winner.id}",
             )
 
+    def _stop(self, slot: NodeSlot, task: Task) -> None:
+        """Kill a task's attempt on its node and remove its directory there."""
+        slot.active.discard(task.id)
+        if task.state in (TaskState.PLACED, TaskState.UPLOADING):
+            return  # its start is on its way: `_start` ends what it started, once back
+        run = task.run_name()
+        self._spawn(kill_task(self.pool, slot.node, run, self.options.op_timeout))
+        slot.cleanup.append(run)
+
     async def _reap(self, slot: NodeSlot) -> None:
         """Kill what was abandoned on a node that answers again, and clean it up."""
         gone, slot.abandoned = slot.abandoned, set()
@@ -81,10 +88,11 @@ class Copies(RunState):
         slot.cleanup.extend(sorted(gone))
 
 
-async def kill_task(pool: ConnectionPool, node: Node, task_id: str, timeout: float) -> None:
-    """Kill a task's process group on its node (best effort)."""
+async def kill_task(pool: ConnectionPool, node: Node, run: str, timeout: float) -> None:
+    """Kill an attempt's process group on its node, or give it up if it has not started
+    (best effort)."""
     with contextlib.suppress(TransportError):
         conn = await pool.connection(node)
         await conn.run(
-            remote.sh(remote.KILL, node.workdir, remote.check_task_id(task_id)), timeout=timeout
+            remote.sh(remote.KILL, node.workdir, remote.check_run_name(run)), timeout=timeout
         )

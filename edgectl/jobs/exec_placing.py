@@ -62,9 +62,10 @@ class Placing(TaskLife):
                 self._adopt(task, done, now)
             elif task.state.final:
                 # A crash may have come between its end and the removal of its directories.
-                for node in {a.node for a in task.attempts} | {task.node or ""}:
-                    if node in self.nodes and task.id not in self.nodes[node].cleanup:
-                        self.nodes[node].cleanup.append(task.id)
+                dirs = {(a.node, a.run or task.id) for a in task.attempts}
+                for node, name in sorted(dirs | {(task.node or "", task.run_name())}):
+                    if node in self.nodes and name not in self.nodes[node].cleanup:
+                        self.nodes[node].cleanup.append(name)
 
     def _refusals(self, run: RunJob) -> dict[str, str]:
         found = {}
@@ -82,8 +83,9 @@ class Placing(TaskLife):
         if keys and all(k in done for k in keys):
             # A copy of it (or it of the original) finished first: it only needs killing.
             if slot is not None:
-                self._spawn(kill_task(self.pool, slot.node, task.id, self.options.op_timeout))
-                slot.cleanup.append(task.id)
+                run = task.run_name()
+                self._spawn(kill_task(self.pool, slot.node, run, self.options.op_timeout))
+                slot.cleanup.append(run)
             self._set(task, state=TaskState.CANCELLED, error="another attempt finished first")
             return
         if slot is None:
@@ -106,11 +108,13 @@ class Placing(TaskLife):
     # -- placement --------------------------------------------------------------------------
 
     def _place(self) -> None:
-        for assignment in self.dispatcher.assign(time.time()):
+        placed = self.dispatcher.assign(time.time())
+        for assignment in placed:
             self._start_assignment(assignment)
-        if self.new_tasks:
+        if placed or self.new_tasks:
             # Write-ahead: the uploads start at the next await, after the ledger knows these
-            # tasks; a crash before that left work running on nodes that nobody collects.
+            # tasks and their attempts (node and directory there); a crash before that left
+            # work running on nodes that nobody collects.
             self.flush()
 
     def _start_assignment(self, assignment: Assignment) -> None:
@@ -131,6 +135,7 @@ class Placing(TaskLife):
             task = self._reuse_or_create(job_id, keys, items, slot)
         for key in keys:
             self.attempt[(key, slot.node.name)] = task.id
+        task.new_attempt(slot.node.name, time.time())
         self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
         slot.active.add(task.id)
         self._spawn(self._start(task, slot))
@@ -139,13 +144,12 @@ class Placing(TaskLife):
         self, job_id: str, keys: list[str], items: list[dict[str, Any]], slot: NodeSlot
     ) -> Task:
         """The queued task holding exactly these inputs, or a new one taking them over."""
-        # Not one abandoned on that node: its old attempt may still run in the same directory.
         holders = {self.holder[k] for k in keys if k in self.holder}
         if len(holders) == 1:
             old = self.tasks[holders.pop()]
             same = sorted(self._inputs_of(old)) == sorted(keys)
-            if old.state == TaskState.QUEUED and same and old.id not in slot.abandoned:
-                return old
+            if old.state == TaskState.QUEUED and same:
+                return old  # a new attempt: a directory of its own on the node
         task = self._new_task(job_id, items)
         moved = set(keys)
         for key in keys:

@@ -16,13 +16,19 @@ class Polling(TaskLife):
     """Asks each node what became of its running tasks, cleans up, re-probes the fleet."""
 
     async def _poll(self, slot: NodeSlot) -> None:
-        running = [t for t in slot.active if self.tasks[t].state == TaskState.RUNNING]
+        by_run = {
+            self.tasks[t].run_name(): self.tasks[t]
+            for t in slot.active
+            if self.tasks[t].state == TaskState.RUNNING
+        }
+        running = list(by_run)
         try:
             conn = await self.pool.connection(slot.node)
             if slot.cleanup:
                 done, slot.cleanup = slot.cleanup, []
+                age = str(self.options.given_up_age)
                 await conn.run(
-                    remote.sh(remote.CLEANUP, slot.node.workdir, *done),
+                    remote.sh(remote.CLEANUP, slot.node.workdir, age, *done),
                     timeout=self.options.op_timeout,
                 )
             if not running:
@@ -46,16 +52,28 @@ class Polling(TaskLife):
         )
         finished = [r for r in reports.values() if r.state == "finished"]
         for report in reports.values():
-            task = self.tasks[report.task_id]
-            if report.state == "lost":
-                slot.cleanup.append(task.id)  # whatever it left (an upload cut short)
-            if task.state != TaskState.RUNNING:
+            task = by_run[report.task_id]
+            if report.state in ("lost", "given_up"):
+                slot.cleanup.append(report.task_id)  # whatever it left (an upload cut short)
+            if report.state != "starting":
+                slot.starting.pop(report.task_id, None)
+            if task.state != TaskState.RUNNING or task.run_name() != report.task_id:
                 continue  # ended meanwhile (a copy won, a cancel)
             if report.state == "running":
                 self._computed(task, slot, report.progress)
-            elif report.state == "lost" and report.task_id in self.adopted:
+            elif report.state == "starting":
+                # Its start holds the attempt and writes the pid next; one that never does
+                # (the node died in between) is lost after a lease.
+                since = slot.starting.setdefault(report.task_id, self.clock())
+                if self.clock() - since > self.options.lease:
+                    self._fail(task, slot, "its start never finished")
+            elif report.state == "finished":
+                continue  # downloaded below
+            elif task.id in self.adopted:
+                # Given up (or its runner died): after the restart it can be placed again,
+                # a start orphaned by the crash can no longer launch it.
                 self._requeue(task, slot, "not started before the restart")
-            elif report.state == "lost":
+            else:
                 self._fail(task, slot, report.error or "runner lost")
         slot.poll_interval = (
             self.options.poll_min
@@ -64,7 +82,7 @@ class Polling(TaskLife):
         )
         slot.next_poll = self.clock() + slot.poll_interval
         for report in finished:
-            self._spawn(self._finished(self.tasks[report.task_id], slot, report))
+            self._spawn(self._finished(by_run[report.task_id], slot, report))
 
     def _due_polls(self) -> None:
         now = self.clock()

@@ -79,7 +79,7 @@ class Setbacks(RunState):
     def _requeue(self, task: Task, slot: NodeSlot, reason: str) -> None:
         """The node let the task down (not the task itself): place its inputs again."""
         slot.active.discard(task.id)
-        slot.abandoned.add(task.id)
+        slot.abandoned.add(task.run_name())
         if task.attempts:
             task.attempts[-1].error = task.attempts[-1].error or f"node lost: {reason}"
         now = time.time()

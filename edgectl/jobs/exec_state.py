@@ -41,6 +41,7 @@ class ExecOptions:
     max_task_output: int = 1024 * 1024 * 1024
     flush_interval: float = 0.2
     reprobe_s: float = 60.0  # facts (load, disk) are refreshed this often during a run
+    given_up_age: int = 600  # s: a cleanup removes markers of given-up attempts this old
     scheduler: SchedulerConfig | None = None  # None: suited to these options
 
 
@@ -54,11 +55,12 @@ class NodeSlot:
     next_poll: float = 0.0
     poll_interval: float = 0.1
     lost: bool = False
-    cleanup: list[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)  # attempt directories (Task.run_name)
     polling: bool = False
-    # Tasks taken back from the node while it did not answer: they may still run there,
-    # and are killed once it answers again (or at the end of the run).
+    # Attempts taken back from the node while it did not answer: they may still run there,
+    # and are killed (or given up, if not started) once it answers again or at the end.
     abandoned: set[str] = field(default_factory=set)
+    starting: dict[str, float] = field(default_factory=dict)  # attempt -> first "W" report
 
 
 @dataclass

@@ -7,7 +7,7 @@ import math
 import time
 
 from edgectl.jobs import remote
-from edgectl.jobs.exec_copies import Copies
+from edgectl.jobs.exec_copies import Copies, kill_task
 from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import NodeSlot, Progress
 from edgectl.jobs.model import Attempt, Task, TaskState
@@ -16,15 +16,21 @@ from edgectl.scheduler import TaskStatus
 from edgectl.transport import TransportError
 
 
+def uploading(task: Task, attempt: Attempt) -> bool:
+    """Whether the task is still uploading this attempt (not cancelled or placed again)."""
+    return task.state == TaskState.UPLOADING and task.attempts[-1] is attempt
+
+
 class TaskLife(Setbacks, Copies):
     """Starts a task on its node and brings its outputs home when it finishes."""
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:
         run = self.jobs[task.job_id]
-        # The attempt first: the state change persists it, so a crash from here on leaves
-        # a task whose node is on record.
-        attempt = Attempt(node=slot.node.name, started=time.time())
-        task.attempts.append(attempt)
+        # The attempt (its node and directory there) was written when it was placed.
+        attempt = task.attempts[-1]
+        if task.state != TaskState.PLACED or attempt.run is None:
+            return  # cancelled, or beaten by a copy, before its upload began: nothing to undo
+        name = attempt.run
         self._set(task, state=TaskState.UPLOADING, started=time.time())
         try:
             payload = run.kind.payload(run.job.params, task.inputs)
@@ -36,21 +42,30 @@ class TaskLife(Setbacks, Copies):
         try:
             conn = await self.pool.connection(slot.node)
             argv = remote.sh(
-                remote.START, slot.node.workdir, task.id, str(self.options.start_wait_steps)
+                remote.START, slot.node.workdir, name, str(self.options.start_wait_steps)
             )
             result = await conn.run(
-                argv, stdin=data, timeout=self.options.op_timeout, max_output=1 << 20
+                argv, stdin=data, timeout=self.options.op_timeout, max_output=16 << 20
             )
         except TransportError as exc:
             self._node_trouble(slot, exc)
-            self._requeue(task, slot, f"{exc.reason}: {exc}")
+            if not uploading(task, attempt):
+                slot.abandoned.add(name)  # it may have started: killed or given up later
+            else:
+                self._requeue(task, slot, f"{exc.reason}: {exc}")
             return
-        if task.state != TaskState.UPLOADING or task.attempts[-1] is not attempt:
-            slot.abandoned.add(task.id)  # cancelled or placed again meanwhile: not ours now
+        if not uploading(task, attempt):
+            # Cancelled, or beaten by a copy, during its upload: end what this started.
+            if result.exit_status == 0:
+                self._spawn(kill_task(self.pool, slot.node, name, self.options.op_timeout))
+                slot.cleanup.append(name)
             return
         slot.last_ok = self.clock()
         if result.exit_status != 0:
             why = result.stderr_text.strip().splitlines()[-1:] or [f"exit {result.exit_status}"]
+            if result.exit_status not in remote.START_CLEANED:
+                # Cut short here (output over its cap): the runner may be running.
+                self._spawn(kill_task(self.pool, slot.node, name, self.options.op_timeout))
             self._fail(task, slot, f"upload or start failed: {why[0][:300]}")
             return
         pid = next(
@@ -60,16 +75,16 @@ class TaskLife(Setbacks, Copies):
             task,
             state=TaskState.RUNNING,
             pid=int(pid) if pid.isdigit() else None,
-            remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{task.id}",
+            remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{name}",
         )
         now = time.time()
         self.progress[task.id] = Progress(0, now)
         self.dispatcher.task_started(self._inputs_of(task)[0], slot.node.name, now)
         report = remote.parse_poll(
-            result.stdout_text, [task.id], self.options.max_file, self.options.max_task_output
+            result.stdout_text, [name], self.options.max_file, self.options.max_task_output
         )
-        if report[task.id].state == "finished":
-            await self._finished(task, slot, report[task.id])
+        if report[name].state == "finished":
+            await self._finished(task, slot, report[name])
         else:
             slot.next_poll = min(slot.next_poll or math.inf, self.clock() + self.options.poll_min)
             slot.poll_interval = self.options.poll_min
@@ -110,7 +125,7 @@ class TaskLife(Setbacks, Copies):
                 tail = await self._stderr_tail(task, slot)
                 reason += f": {tail}" if tail else ""
             self._fail(task, slot, reason)
-            slot.cleanup.append(task.id)
+            slot.cleanup.append(task.run_name())
             return
         for key in keys:
             self.claimed[key] = task.id  # first result wins: a rival finishing now is a loser
@@ -120,7 +135,7 @@ class TaskLife(Setbacks, Copies):
             if manifest:
                 conn = await self.pool.connection(slot.node)
                 argv = remote.sh(
-                    remote.FETCH, slot.node.workdir, task.id, *(e.name for e in manifest)
+                    remote.FETCH, slot.node.workdir, task.run_name(), *(e.name for e in manifest)
                 )
                 total = sum(e.size for e in manifest)
                 result = await conn.run(
@@ -136,7 +151,7 @@ class TaskLife(Setbacks, Copies):
                     )
                     self._unclaim(keys)
                     self._fail(task, slot, f"download failed: {why}")
-                    slot.cleanup.append(task.id)
+                    slot.cleanup.append(task.run_name())
                     return
                 offset = 0
                 for entry in manifest:
@@ -152,7 +167,7 @@ class TaskLife(Setbacks, Copies):
         except ResultError as exc:
             self._unclaim(keys)
             self._fail(task, slot, str(exc))
-            slot.cleanup.append(task.id)
+            slot.cleanup.append(task.run_name())
             return
         slot.last_ok = self.clock()
         finished = time.time()
@@ -161,7 +176,7 @@ class TaskLife(Setbacks, Copies):
         outputs = [{"name": e.name, "size": e.size, "sha256": e.sha256} for e in manifest]
         self._set(task, state=TaskState.DONE, outputs=outputs, finished=finished, error=None)
         slot.active.discard(task.id)
-        slot.cleanup.append(task.id)
+        slot.cleanup.append(task.run_name())
         for key in keys:
             self.attempt.pop((key, slot.node.name), None)
             for loser in self.dispatcher.task_finished(key, slot.node.name, 1e-3, finished):
@@ -177,7 +192,7 @@ class TaskLife(Setbacks, Copies):
         """The last line the task wrote on stderr, for its error message."""
         with contextlib.suppress(TransportError):
             conn = await self.pool.connection(slot.node)
-            argv = remote.sh(remote.ERROR_TAIL, slot.node.workdir, task.id)
+            argv = remote.sh(remote.ERROR_TAIL, slot.node.workdir, task.run_name())
             result = await conn.run(argv, timeout=self.options.op_timeout, max_output=1 << 12)
             lines = [line for line in result.stdout_text.splitlines() if line.strip()]
             return lines[-1][:300] if lines else ""

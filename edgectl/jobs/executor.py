@@ -59,9 +59,13 @@ class Executor(Placing, Polling):
         kills = []
         for slot in self.nodes.values():
             for task_id in list(slot.active):
-                if self.tasks[task_id].job_id == run.job.id:
-                    slot.active.discard(task_id)
-                    kills.append(kill_task(self.pool, slot.node, task_id, self.options.op_timeout))
+                task = self.tasks[task_id]
+                if task.job_id != run.job.id:
+                    continue
+                slot.active.discard(task_id)
+                if task.state not in (TaskState.PLACED, TaskState.UPLOADING):  # else: `_start`
+                    run_name = task.run_name()
+                    kills.append(kill_task(self.pool, slot.node, run_name, self.options.op_timeout))
         await asyncio.gather(*kills, return_exceptions=True)
         for task in self.tasks.values():
             if task.job_id == run.job.id and not task.state.final:
@@ -215,9 +219,9 @@ class Executor(Placing, Polling):
         # is bounded, and what could not be killed is named in the events.
         live = [s for s in self.nodes.values() if not s.lost]
         for slot in self.nodes.values():
-            for task_id in sorted(slot.abandoned):
-                task = self.tasks[task_id]
-                self.event(task.job_id, f"task {task_id} abandoned on {slot.node.name}: killing it")
+            for run in sorted(slot.abandoned):
+                task = self.tasks[run.split(".")[0]]
+                self.event(task.job_id, f"task {run} abandoned on {slot.node.name}: killing it")
 
         async def finish() -> None:
             await asyncio.gather(

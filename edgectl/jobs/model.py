@@ -73,6 +73,7 @@ class Attempt:
     error: str | None = None
     started: float | None = None
     finished: float | None = None
+    run: str | None = None  # its directory on the node, tasks/<run>
 
 
 @dataclass
@@ -94,6 +95,19 @@ class Task:
     finished: float | None = None
     duplicate_of: str | None = None  # a speculative copy of that task: first result wins
     moved_to: str | None = None  # its inputs were all placed again within other tasks
+
+    def run_name(self) -> str:
+        """The directory of its latest attempt on the node (the task id in older ledgers)."""
+        last = self.attempts[-1] if self.attempts else None
+        return last.run if last is not None and last.run else self.id
+
+    def new_attempt(self, node: str, now: float) -> Attempt:
+        """A new try on `node`, with a directory name of its own there (numbered, and unique
+        even after `job retry` starts the count again)."""
+        run = f"{self.id}.{len(self.attempts) + 1}-{secrets.token_hex(2)}"
+        attempt = Attempt(node=node, started=now, run=run)
+        self.attempts.append(attempt)
+        return attempt
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and `--json` shape."""

@@ -1,8 +1,9 @@
 """What the executor does on a node, as argv lists and parsers of their output.
 
 Each operation is one exec: upload-and-start (a tar stream on stdin), a poll of every
-task of a node, a download of a task's outputs, a cleanup, a kill. Task ids are ours
-(checked by TASK_ID); everything else reaches the node as a quoted argument.
+task of a node, a download of a task's outputs, a cleanup, a kill. Each attempt of a task
+has its own directory on the node, named by the task id and the attempt's number (ours,
+checked by RUN_NAME); everything else reaches the node as a quoted argument.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-TASK_ID = re.compile(r"t[0-9A-Za-z-]{1,80}")
+# An attempt's directory on its node: the task id and the attempt's number.
+RUN_NAME = re.compile(r"t[0-9A-Za-z-]{1,80}(\.[0-9]{1,6}-[0-9a-f]{4})?")
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 # Files edgectl itself writes in results/<job-id>/: no task output may take their names.
 RESERVED_NAMES = frozenset({"manifest.json", "analytics.json"})
@@ -28,10 +30,35 @@ TASKS_DIR = "tasks"
 # Expands a leading ~ of the workdir ($1) the way a login shell would, into $wd.
 _WORKDIR = 'wd=$1; shift; case $wd in "~") wd=$HOME ;; "~/"*) wd=$HOME/${wd#"~/"} ;; esac; '
 
+# An attempt runs in its own directory, tasks/<task-id>.<number>-<random>, claimed once by
+# an atomic symlink `.claim`: by its start (`started`) just before the runner is launched,
+# or by whoever gives the attempt up first (`gone <time>`: a kill, a cleanup, or a poll
+# after a restart). A given-up attempt can never start: a start exec orphaned by a killed
+# controller finds the claim taken and leaves. Its directory stays as a marker holding
+# only the claim, until a later cleanup finds it older than the age it is given.
+_GIVE_UP = (
+    'give_up() { mkdir -p "$wd/tasks" 2>/dev/null; mkdir "$1" 2>/dev/null; '
+    + 'ln -s "gone $(date +%s)" "$1/.claim" 2>/dev/null; '
+    + 'case $(readlink "$1/.claim" 2>/dev/null) in "gone "*) return 0 ;; esac; return 1; }; '
+)
+
+# Exit statuses of a start that left nothing running: given up (89), bad input (90), no
+# directory or no unpacking (91); it removed what it made.
+START_CLEANED = frozenset({89, 90, 91})
+
 START = (
     _WORKDIR
-    + 'd=$wd/tasks/$1; mkdir -p "$d" && cd "$d" && tar xf - || exit 91; '
-    + "if [ -s inputs.sha256 ] && ! sha256sum -c inputs.sha256 >/dev/null 2>&1; then echo 'input checksum mismatch' >&2; exit 90; fi; "
+    + 'd=$wd/tasks/$1; mkdir -p "$wd/tasks" || exit 91; '
+    + 'if ! mkdir "$d" 2>/dev/null; then [ -d "$d" ] || { echo "cannot make $d" >&2; exit 91; }; '
+    + "echo 'the attempt was given up before it started' >&2; exit 89; fi; "
+    + 'cd "$d" || exit 91; '
+    # Failing before the claim: the start claims its own attempt and removes what it made.
+    + 'fail() { if ln -s started .claim 2>/dev/null; then cd / && rm -rf -- "$d"; fi; exit "$1"; }; '
+    + "tar xf - || fail 91; "
+    + "if [ -s inputs.sha256 ] && ! sha256sum -c inputs.sha256 >/dev/null 2>&1; then echo 'input checksum mismatch' >&2; fail 90; fi; "
+    + "if ! ln -s started .claim 2>/dev/null; then "
+    + 'for f in * .[!.]*; do [ "$f" = .claim ] || rm -rf -- "$f"; done; '
+    + "echo 'the attempt was given up before it started' >&2; exit 89; fi; "
     # The runner is its own session and process group (setsid), so it survives this exec and
     # `job cancel` can kill the group; its pid is written before this exec returns.
     + "setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & p=$!; echo $p > pid; echo pid=$p; "
@@ -45,6 +72,7 @@ START = (
 
 POLL = (
     _WORKDIR
+    + _GIVE_UP
     + 'for t in "$@"; do d=$wd/tasks/$t; '
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
     # Running: with how many inputs it has done so far (a byte per input in `progress`).
@@ -53,7 +81,10 @@ POLL = (
     + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
     + "if [ -f \"$d/manifest\" ]; then head -n 10001 \"$d/manifest\" | tr '\\000' '\\001' | while IFS= read -r line; do "
     + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; else printf \'N\\t%s\\n\' "$t"; fi; '
-    + "else printf 'L\\t%s\\n' \"$t\"; fi; done"
+    + 'elif [ -f "$d/pid" ]; then printf \'L\\t%s\\n\' "$t"; '
+    # No runner: given up here unless its start holds the claim (then its pid comes next).
+    + 'elif give_up "$d"; then printf \'G\\t%s\\n\' "$t"; '
+    + "else printf 'W\\t%s\\n' \"$t\"; fi; done"
 )
 
 FETCH = (
@@ -63,21 +94,34 @@ FETCH = (
     + 'cat -- "$@"'
 )
 
+# Waits (2 s at most) for the pid its start writes just after claiming an attempt.
+_PID = 'wait_pid() { i=0; while [ ! -f "$1/pid" ] && [ -d "$1" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; }; '
+
+# $1: the age in seconds after which given-up markers go; then the attempts to remove.
 CLEANUP = (
     _WORKDIR
-    + 'for t in "$@"; do d=$wd/tasks/$t; '
-    # A task still running when its directory goes (a copy that lost, work given up) is
-    # killed first, so the order in which a kill and a cleanup arrive cannot matter: a
-    # cleanup that came first used to take the pid file, and the kill then found nothing.
+    + _GIVE_UP
+    + _PID
+    + 'age=$1; shift; for t in "$@"; do d=$wd/tasks/$t; [ -d "$d" ] || continue; '
+    # Not started: it never will (a marker stays). Started and still running (a copy that
+    # lost, work given up): killed first, so the order in which a kill and a cleanup arrive
+    # cannot matter (a cleanup that took the pid file would leave the kill nothing).
+    + 'give_up "$d" && continue; wait_pid "$d"; '
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ]; then p=$(cat "$d/pid"); '
     + 'case $p in ""|*[!0-9]*) ;; *) kill -KILL "-$p" 2>/dev/null ;; esac; fi; '
-    + 'rm -rf -- "$d"; done'
+    + 'rm -rf -- "$d"; done; '
+    + 'now=$(date +%s); for c in "$wd"/tasks/*/.claim; do '
+    + 'case $(readlink "$c" 2>/dev/null) in "gone "*) at=$(readlink "$c"); at=${at#gone }; '
+    + 'case $at in ""|*[!0-9]*) ;; *) [ $((now - at)) -gt "$age" ] && rm -rf -- "${c%/.claim}" ;; esac ;; esac; done; :'
 )
 
 KILL = (
     _WORKDIR
-    + 'd=$wd/tasks/$1; [ -f "$d/pid" ] || exit 0; p=$(cat "$d/pid"); '
-    + 'case $p in ""|*[!0-9]*) exit 0 ;; esac; '
+    + _GIVE_UP
+    + _PID
+    + 'd=$wd/tasks/$1; give_up "$d" && exit 0; wait_pid "$d"; '
+    + '[ -f "$d/pid" ] && p=$(cat "$d/pid") || p=; '
+    + 'case $p in ""|*[!0-9]*) rm -rf -- "$d"; exit 0 ;; esac; '
     + 'kill -TERM "-$p" 2>/dev/null; i=0; '
     + 'while kill -0 "-$p" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
     # Then the task directory goes: a killed task leaves nothing behind on the node.
@@ -111,11 +155,11 @@ def sh(script: str, workdir: str, *args: str) -> list[str]:
     return ["sh", "-c", script, "edgectl", workdir, *args]
 
 
-def check_task_id(task_id: str) -> str:
-    """A task id as edgectl makes them (they become directory names on nodes)."""
-    if not TASK_ID.fullmatch(task_id):
-        raise ValueError(f"bad task id {task_id!r}")
-    return task_id
+def check_run_name(name: str) -> str:
+    """An attempt's directory name as edgectl makes them (task id and attempt number)."""
+    if not RUN_NAME.fullmatch(name):
+        raise ValueError(f"bad task attempt name {name!r}")
+    return name
 
 
 @cache
@@ -174,10 +218,11 @@ class OutputEntry:
 
 @dataclass
 class PollReport:
-    """What a poll said of one task: running, finished (status + manifest) or lost."""
+    """What a poll said of one attempt: running, finished (status + manifest), lost, given up
+    (it had not started and now never will) or starting (its start holds it, no pid yet)."""
 
-    task_id: str
-    state: str  # "running" | "finished" | "lost"
+    task_id: str  # the attempt's name, as asked
+    state: str  # "running" | "finished" | "lost" | "given_up" | "starting"
     exit_status: int | None = None
     manifest: list[OutputEntry] | None = None
     error: str | None = None
@@ -227,6 +272,10 @@ def parse_poll(
             reports[task_id] = PollReport(
                 task_id, "lost", error="the runner is gone and left no status"
             )
+        elif kind == "G":
+            reports[task_id] = PollReport(task_id, "given_up", error="the runner never started")
+        elif kind == "W":
+            reports[task_id] = PollReport(task_id, "starting")
         elif kind == "S":
             status = value.strip()
             code = int(status) if status.isdigit() and len(status) < 4 else None

@@ -368,7 +368,11 @@ class Jobs:
         ]
         async with self.fleet.pool(timeout) as pool:
             await asyncio_gather(
-                [kill_task(pool, nodes[t.node], t.id, timeout) for t in live if t.node in nodes]
+                [
+                    kill_task(pool, nodes[t.node], t.run_name(), timeout)
+                    for t in live
+                    if t.node in nodes
+                ]
             )
 
     def retry(self, job_id: str) -> int:
@@ -429,7 +433,9 @@ class Jobs:
             async with self.fleet.pool(30.0) as pool:
                 conn = await pool.connection(node)
                 result = await conn.run(
-                    remote.sh(remote.LOGS, node.workdir, task.id), timeout=30.0, max_output=1 << 17
+                    remote.sh(remote.LOGS, node.workdir, task.run_name()),
+                    timeout=30.0,
+                    max_output=1 << 17,
                 )
                 return result.stdout_text
 

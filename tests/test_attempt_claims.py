@@ -1,0 +1,171 @@
+"""The node-side claim on each attempt, in a real sh against real processes: a start and a
+give-up race for it, and an attempt given up can never start (a start exec orphaned by a
+killed controller must not launch its runner after the next controller placed the work
+elsewhere). No server: the node scripts run here as they would over SSH."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from edgectl.jobs import remote
+from edgectl.jobs.model import Task, TaskState
+
+RUN = "ta.1-00aa"
+
+
+def node(
+    workdir: Path, script: str, *args: str, data: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        remote.sh(script, str(workdir), *args), input=data, capture_output=True, timeout=30
+    )
+
+
+def payload(command: str) -> bytes:
+    return remote.pack_task({"x.txt": b"input\n"}, command)
+
+
+def poll(workdir: Path, run: str = RUN) -> str:
+    out = node(workdir, remote.POLL, run).stdout.decode()
+    return out.split("\t")[0]
+
+
+def marker_only(directory: Path) -> bool:
+    """Only the claim is left, and it says the attempt was given up."""
+    names = [p.name for p in directory.iterdir()]
+    return names == [".claim"] and os.readlink(directory / ".claim").startswith("gone ")
+
+
+def test_an_attempt_given_up_before_its_start_never_runs(tmp_path: Path) -> None:
+    canary = tmp_path / "ran"
+    assert node(tmp_path, remote.KILL, RUN).returncode == 0
+    started = node(tmp_path, remote.START, RUN, "0", data=payload(f"touch {canary}"))
+    assert started.returncode == 89
+    assert b"given up" in started.stderr
+    time.sleep(0.3)
+    assert not canary.exists()
+    assert marker_only(tmp_path / "tasks" / (RUN))
+
+
+def test_a_start_that_loses_the_claim_mid_way_removes_its_files_and_never_runs(
+    tmp_path: Path,
+) -> None:
+    """The start made the directory and was unpacking when a cleanup gave the attempt up."""
+    canary = tmp_path / "ran"
+    directory = tmp_path / "tasks" / (RUN)
+    # The start blocks in its unpacking (stdin held open) after making the directory.
+    start = subprocess.Popen(
+        remote.sh(remote.START, str(tmp_path), RUN, "0"),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert start.stdin is not None
+    try:
+        for _ in range(100):
+            if directory.is_dir():
+                break
+            time.sleep(0.02)
+        assert directory.is_dir()
+        cleanup = node(tmp_path, remote.CLEANUP, "600", RUN)
+        assert cleanup.returncode == 0
+        start.stdin.write(payload(f"touch {canary}"))
+        start.stdin.close()
+        assert start.wait(timeout=10) == 89
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.wait()
+    time.sleep(0.3)
+    assert not canary.exists()
+    assert marker_only(directory)
+
+
+def test_a_started_attempt_is_killed_not_given_up(tmp_path: Path) -> None:
+    started = node(tmp_path, remote.START, RUN, "0", data=payload("sleep 60"))
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.decode().split("pid=")[1].split()[0])
+    assert poll(tmp_path, RUN) == "R"
+    assert node(tmp_path, remote.KILL, RUN).returncode == 0
+    time.sleep(0.2)
+    assert not _alive(pid)
+    assert not (tmp_path / "tasks" / (RUN)).exists()
+
+
+def test_a_poll_gives_up_what_has_not_started_and_waits_for_a_start_that_holds_the_claim(
+    tmp_path: Path,
+) -> None:
+    assert poll(tmp_path, RUN) == "G"
+    assert poll(tmp_path, RUN) == "G"  # a marker stays given up
+    claimed = tmp_path / "tasks" / "tb.1-00bb"
+    claimed.mkdir()
+    (claimed / ".claim").symlink_to("started")  # its start won; its pid comes next
+    assert poll(tmp_path, "tb.1-00bb") == "W"
+    (claimed / "pid").write_text("999999999\n")  # no such process, and no status
+    assert poll(tmp_path, "tb.1-00bb") == "L"
+
+
+def test_a_cleanup_removes_given_up_markers_only_once_they_are_old(tmp_path: Path) -> None:
+    node(tmp_path, remote.KILL, RUN)
+    marker = tmp_path / "tasks" / (RUN)
+    assert marker_only(marker)
+    node(tmp_path, remote.CLEANUP, "600", RUN)
+    assert marker_only(marker)  # young: an orphaned start may still be on its way
+    os.remove(marker / ".claim")
+    (marker / ".claim").symlink_to(f"gone {int(time.time()) - 700}")
+    node(tmp_path, remote.CLEANUP, "600")
+    assert not marker.exists()
+
+
+def test_each_attempt_has_a_directory_of_its_own_even_after_a_retry() -> None:
+    task = Task(id="t1", job_id="j1", inputs=[], state=TaskState.QUEUED)
+    assert task.run_name() == "t1"  # a ledger from before attempts had directories
+    first = task.new_attempt("n1", 0.0)
+    second = task.new_attempt("n2", 0.0)
+    assert first.run != second.run and task.run_name() == second.run
+    task.attempts = []  # what `job retry` does
+    again = task.new_attempt("n1", 0.0)
+    assert again.run not in (first.run, second.run)
+    for attempt in (first, second, again):
+        assert attempt.run is not None and remote.check_run_name(attempt.run) == attempt.run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie not yet reaped by its parent counts as gone.
+    return _field(Path(f"/proc/{pid}/stat"), 2) not in ("Z", "")
+
+
+def test_kill_leaves_no_process_of_a_started_attempt(tmp_path: Path) -> None:
+    started = node(tmp_path, remote.START, RUN, "0", data=payload("sleep 60 & sleep 60"))
+    pid = int(started.stdout.decode().split("pid=")[1].split()[0])
+    for _ in range(100):  # the runner makes its own session (setsid) just after its fork
+        if os.getpgid(pid) == pid:
+            break
+        time.sleep(0.01)
+    assert os.getpgid(pid) == pid
+    node(tmp_path, remote.KILL, RUN)
+    time.sleep(0.2)
+    members = [
+        int(stat.parent.name)
+        for stat in Path("/proc").glob("[0-9]*/stat")
+        if _field(stat, 4) == str(pid) and _field(stat, 2) != "Z"
+    ]
+    for member in members:
+        os.kill(member, signal.SIGKILL)
+    assert members == []
+
+
+def _field(stat: Path, index: int) -> str:
+    """A field of /proc/<pid>/stat after the command name (2: state, 4: process group)."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return ""
+    return text.rsplit(")", 1)[1].split()[index - 2]
