@@ -295,10 +295,15 @@ def test_runners_are_standalone_python_3_8(name: str) -> None:
         assert 'import_module("pytesseract")' in source and 'import_module("PIL.Image")' in source
 
 
-def run_runner(directory: Path, task_id: str, inputs: list[Path], **config: Any) -> dict:
-    """The partial the node-side runner writes for these inputs (run with this python)."""
+def run_runner(
+    directory: Path, task_id: str, inputs: list[Path], taken: tuple[int, ...] = (), **config: Any
+) -> dict:
+    """The partial the node-side runner writes for these inputs (run with this python);
+    `taken`: inputs edgectl took back before the runner started."""
     task = directory / task_id
     task.mkdir(parents=True)
+    for index in taken:
+        (task / "claims" / str(index)).mkdir(parents=True)
     (task / "analytics_runner.py").write_bytes(RUNNER.read_bytes())
     full = {"op": "describe", "by": [], "aggs": [], "where": [], "columns": [], **config}
     full["inputs"] = [{"name": p.name, "path": str(p)} for p in inputs]
@@ -312,6 +317,15 @@ def run_runner(directory: Path, task_id: str, inputs: list[Path], **config: Any)
     )
     assert done.returncode == 0, done.stderr
     return json.loads((task / "out" / f"partial-{task_id}.json").read_text())
+
+
+def test_the_runner_skips_inputs_taken_back_and_lists_them(tmp_path: Path) -> None:
+    paths, rows = make_files(tmp_path / "data", 3, 300)
+    partial = run_runner(tmp_path, "t1", paths, taken=(1,))
+    assert [f["name"] for f in partial["files"]] == [paths[0].name, paths[2].name]
+    assert (tmp_path / "t1" / "skipped").read_text() == "1\n"
+    whole = run_runner(tmp_path, "t2", [paths[0], paths[2]])
+    assert partial["rows_read"] == whole["rows_read"]
 
 
 def test_runner_reads_csv_jsonl_gzip_filters_rows_and_reports_bad_input(tmp_path: Path) -> None:

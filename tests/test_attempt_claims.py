@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from edgectl.jobs import remote
+from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.model import Task, TaskState
 
 RUN = "ta.1-00aa"
@@ -169,3 +170,38 @@ def _field(stat: Path, index: int) -> str:
     except OSError:
         return ""
     return text.rsplit(")", 1)[1].split()[index - 2]
+
+
+def test_inputs_not_started_can_be_taken_back_and_the_runner_skips_them(tmp_path: Path) -> None:
+    """A chunk of three: while the first runs, the other two are taken back."""
+    gate = tmp_path / "gate"
+    items = [{"name": f"i{j}.txt", "path": str(tmp_path / f"i{j}.txt")} for j in range(3)]
+    for item in items:
+        Path(item["path"]).write_text(item["name"])
+    payload = get_kind("script").payload(
+        {"run": f"while [ ! -e {gate} ]; do sleep 0.05; done; cp {{input}} out/{{stem}}.out"},
+        items,
+    )
+    data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
+    started = node(tmp_path, remote.START, RUN, "0", data=data)
+    assert started.returncode == 0, started.stderr
+    for _ in range(100):  # the first input is claimed by the runner as it starts
+        if (tmp_path / "tasks" / RUN / "claims" / "0").is_dir():
+            break
+        time.sleep(0.02)
+    taken = node(tmp_path, remote.TAKEBACK, RUN, "0", "2", "1").stdout.decode().split()
+    assert sorted(taken) == ["1", "2"]  # the running one stays
+    gate.touch()
+    for _ in range(200):
+        if (tmp_path / "tasks" / RUN / "status").exists():
+            break
+        time.sleep(0.05)
+    reports = remote.parse_poll(
+        node(tmp_path, remote.POLL, RUN).stdout.decode(), [RUN], 1 << 20, 1 << 20
+    )
+    report = reports[RUN]
+    assert report.state == "finished" and report.exit_status == 0
+    assert report.skipped == {1, 2}
+    assert [e.name for e in report.manifest or []] == ["i0.out"]
+    # A finished task gives nothing back.
+    assert node(tmp_path, remote.TAKEBACK, RUN, "1").stdout == b""

@@ -10,6 +10,7 @@ from edgectl.jobs import remote
 from edgectl.jobs.exec_copies import Copies, kill_task
 from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import NodeSlot, Progress
+from edgectl.jobs.exec_takeback import TakeBack
 from edgectl.jobs.model import Attempt, Task, TaskState
 from edgectl.jobs.results import ResultError, store_output
 from edgectl.scheduler import TaskStatus
@@ -21,7 +22,7 @@ def uploading(task: Task, attempt: Attempt) -> bool:
     return task.state == TaskState.UPLOADING and task.attempts[-1] is attempt
 
 
-class TaskLife(Setbacks, Copies):
+class TaskLife(Setbacks, Copies, TakeBack):
     """Starts a task on its node and brings its outputs home when it finishes."""
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:
@@ -106,6 +107,17 @@ class TaskLife(Setbacks, Copies):
 
     async def _finished(self, task: Task, slot: NodeSlot, report: remote.PollReport) -> None:
         if task.state != TaskState.RUNNING:
+            return
+        self._skipped(task, slot, report)
+        if not task.inputs:  # every input was taken back before it started
+            slot.active.discard(task.id)
+            slot.cleanup.append(task.run_name())
+            self._set(
+                task,
+                state=TaskState.CANCELLED,
+                finished=time.time(),
+                error="its inputs were taken back and placed again",
+            )
             return
         keys = self._inputs_of(task)
         if report.exit_status == 0 and not report.error:

@@ -139,7 +139,7 @@ class ScriptKind(Kind):
         lines = ["set -u", "mkdir -p out", 'export EDGECTL_TASK_DIR="$PWD"']
         for extra in params.get("files", []):
             files[Path(extra).name] = Path(extra)
-        for item in inputs:
+        for index, item in enumerate(inputs):
             name = item["name"]
             stem = name.rsplit(".", 1)[0] if "." in name else name
             command = (
@@ -148,8 +148,10 @@ class ScriptKind(Kind):
                 .replace("{name}", shlex.quote(name))
                 .replace("{stem}", shlex.quote(stem))
             )
-            lines.append(f"( {command}\n) || exit $?")
+            # Claimed before it starts: edgectl may have taken it back (see remote.TAKEBACK).
+            lines.append(f"if mkdir claims/{index} 2>/dev/null; then ( {command}\n) || exit $?")
             lines.append("printf . >> progress")  # one byte per input done: see remote.POLL
+            lines.append(f"else echo {index} >> skipped; fi")
         return TaskPayload(files=files, run_sh="\n".join(lines) + "\n")
 
 

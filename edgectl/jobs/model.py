@@ -74,6 +74,7 @@ class Attempt:
     started: float | None = None
     finished: float | None = None
     run: str | None = None  # its directory on the node, tasks/<run>
+    inputs: list[str] | None = None  # names of the inputs uploaded, in the runner's order
 
 
 @dataclass
@@ -105,7 +106,8 @@ class Task:
         """A new try on `node`, with a directory name of its own there (numbered, and unique
         even after `job retry` starts the count again)."""
         run = f"{self.id}.{len(self.attempts) + 1}-{secrets.token_hex(2)}"
-        attempt = Attempt(node=node, started=now, run=run)
+        names = [item["name"] for item in self.inputs]
+        attempt = Attempt(node=node, started=now, run=run, inputs=names)
         self.attempts.append(attempt)
         return attempt
 

@@ -13,7 +13,7 @@ import io
 import re
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -46,8 +46,20 @@ _GIVE_UP = (
 # directory or no unpacking (91); it removed what it made.
 START_CLEANED = frozenset({89, 90, 91})
 
+# A finished attempt ($1, in directory $2): its status, each manifest line (NULs made
+# visible) or N for no manifest, and each input it skipped because edgectl took it back.
+_REPORT = (
+    'report() { printf \'S\\t%s\\t%s\\n\' "$1" "$(head -c 20 "$2/status")"; '
+    + "if [ -f \"$2/manifest\" ]; then head -n 10001 \"$2/manifest\" | tr '\\000' '\\001' | "
+    + 'while IFS= read -r line; do printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; '
+    + "else printf 'N\\t%s\\n' \"$1\"; fi; "
+    + 'if [ -f "$2/skipped" ]; then head -n 10001 "$2/skipped" | '
+    + 'while IFS= read -r j; do printf \'K\\t%s\\t%s\\n\' "$1" "$j"; done; fi; }; '
+)
+
 START = (
     _WORKDIR
+    + _REPORT
     + 'd=$wd/tasks/$1; mkdir -p "$wd/tasks" || exit 91; '
     + 'if ! mkdir "$d" 2>/dev/null; then [ -d "$d" ] || { echo "cannot make $d" >&2; exit 91; }; '
     + "echo 'the attempt was given up before it started' >&2; exit 89; fi; "
@@ -65,26 +77,33 @@ START = (
     # A short task is often done within a moment: wait up to $2 steps of 20 ms and
     # report it here, saving a poll round trip (no fractional sleep: no wait).
     + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
-    + 'if [ -f status ]; then printf \'S\\t%s\\t%s\\n\' "$1" "$(head -c 20 status)"; '
-    + "if [ -f manifest ]; then head -n 10001 manifest | tr '\\000' '\\001' | while IFS= read -r line; do "
-    + 'printf \'M\\t%s\\t%s\\n\' "$1" "$line"; done; else printf \'N\\t%s\\n\' "$1"; fi; fi'
+    + 'if [ -f status ]; then report "$1" "$d"; fi'
 )
 
 POLL = (
     _WORKDIR
     + _GIVE_UP
+    + _REPORT
     + 'for t in "$@"; do d=$wd/tasks/$t; '
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
     # Running: with how many inputs it has done so far (a byte per input in `progress`).
     + 'then n=0; [ -f "$d/progress" ] && n=$(wc -c < "$d/progress"); '
     + "printf 'R\\t%s\\t%s\\n' \"$t\" $n; "
-    + 'elif [ -f "$d/status" ]; then printf \'S\\t%s\\t%s\\n\' "$t" "$(head -c 20 "$d/status")"; '
-    + "if [ -f \"$d/manifest\" ]; then head -n 10001 \"$d/manifest\" | tr '\\000' '\\001' | while IFS= read -r line; do "
-    + 'printf \'M\\t%s\\t%s\\n\' "$t" "$line"; done; else printf \'N\\t%s\\n\' "$t"; fi; '
+    + 'elif [ -f "$d/status" ]; then report "$t" "$d"; '
     + 'elif [ -f "$d/pid" ]; then printf \'L\\t%s\\n\' "$t"; '
     # No runner: given up here unless its start holds the claim (then its pid comes next).
     + 'elif give_up "$d"; then printf \'G\\t%s\\n\' "$t"; '
     + "else printf 'W\\t%s\\n' \"$t\"; fi; done"
+)
+
+# Takes back inputs of a running attempt ($1) that its runner has not started: the runner
+# claims input j (mkdir claims/j) before starting it, and skips those claimed here first.
+# Prints the indices won. A finished attempt gives nothing back.
+TAKEBACK = (
+    _WORKDIR
+    + 'd=$wd/tasks/$1; shift; cd "$d" 2>/dev/null || exit 0; [ -f status ] && exit 0; '
+    + 'mkdir -p claims; for j in "$@"; do case $j in ""|*[!0-9]*) continue ;; esac; '
+    + 'mkdir "claims/$j" 2>/dev/null && printf \'%s\\n\' "$j"; done; :'
 )
 
 FETCH = (
@@ -227,6 +246,7 @@ class PollReport:
     manifest: list[OutputEntry] | None = None
     error: str | None = None
     progress: int = 0  # inputs done so far, while running
+    skipped: set[int] = field(default_factory=set)  # inputs taken back before they started
 
 
 class ManifestError(ValueError):
@@ -288,6 +308,11 @@ def parse_poll(
                 # The runner writes the manifest before the status: a success without one
                 # is a tampered or broken task directory, not a task without outputs.
                 report.error = "the node reports success but left no manifest"
+        elif kind == "K":
+            report = reports.get(task_id)
+            index = value.strip()
+            if report is not None and index.isdigit() and len(index) < 7:
+                report.skipped.add(int(index))
         elif kind == "M":
             report = reports.get(task_id)
             if report is None or report.manifest is None or report.error:

@@ -313,6 +313,19 @@ class Summary:
         ]
 
 
+def claim(index: int) -> bool:
+    """Whether this runner may start input `index`: it claims it (mkdir claims/<index>)
+    unless edgectl did first, taking the input back to place it elsewhere; a skipped input
+    is listed in `skipped`, which edgectl reads with the task's status."""
+    try:
+        os.mkdir(os.path.join("claims", str(index)))
+    except FileExistsError:
+        with open("skipped", "a", encoding="ascii") as skipped:
+            skipped.write(f"{index}\n")
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     """Summarise the task's inputs into out/partial-<task id>.json."""
     if len(argv) != 2:
@@ -325,7 +338,10 @@ def main(argv: list[str]) -> int:
     summary = Summary(config)
     files = []
     bad_total = 0
-    for item in config.get("inputs", []):
+    os.makedirs("claims", exist_ok=True)
+    for index, item in enumerate(config.get("inputs", [])):
+        if not claim(index):
+            continue
         stats = {"bad": 0}
         before = summary.rows_read
         entry = {"name": item["name"], "path": item["path"], "error": None}

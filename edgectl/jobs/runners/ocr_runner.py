@@ -365,6 +365,19 @@ def ocr_image(
     return records
 
 
+def claim(index: int) -> bool:
+    """Whether this runner may start input `index`: it claims it (mkdir claims/<index>)
+    unless edgectl did first, taking the input back to place it elsewhere; a skipped input
+    is listed in `skipped`, which edgectl reads with the task's status."""
+    try:
+        os.mkdir(os.path.join("claims", str(index)))
+    except FileExistsError:
+        with open("skipped", "a", encoding="ascii") as skipped:
+            skipped.write(f"{index}\n")
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     """OCR the task's inputs; exit 0 unless this node cannot do OCR at all."""
     if len(argv) != 2:
@@ -379,11 +392,14 @@ def main(argv: list[str]) -> int:
         print(f"ocr runner: {exc}", file=sys.stderr)
         return 3
     os.makedirs("out", exist_ok=True)
+    os.makedirs("claims", exist_ok=True)
     task_id = os.path.basename(os.getcwd())
     host = socket.gethostname()
     temp = "ocr.jsonl.tmp"  # outside out/: only whole files ever appear there
     with open(temp, "w", encoding="utf-8") as log:
-        for item in config["inputs"]:
+        for index, item in enumerate(config["inputs"]):
+            if not claim(index):
+                continue
             for record in ocr_image(libs, item, config, host):
                 log.write(json.dumps(record, ensure_ascii=False) + "\n")
                 log.flush()

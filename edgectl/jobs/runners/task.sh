@@ -3,7 +3,7 @@
 # task directory: runs run.sh, lists the regular files in out/ with size and sha256 in
 # `manifest`, and writes `status` (the exit code) last, each file renamed into place whole.
 cd "$(dirname "$0")" || exit 1
-mkdir -p out
+mkdir -p out claims  # claims/<j>: input j started here, or taken back (remote.TAKEBACK)
 sh ./run.sh > stdout.log 2> stderr.log
 rc=$?
 : > manifest.tmp

@@ -1,0 +1,81 @@
+"""Taking back inputs a running task has not started, to place them elsewhere.
+
+A task of several inputs runs them one after another; its runner claims each input on the
+node just before starting it. The executor may claim the unstarted ones first (one exec,
+`remote.TAKEBACK`): those it wins come back to the queue in a new task and the runner skips
+them. The runner lists what it skipped with its status, so a take-back whose answer was
+lost (a crash, a cut connection) is still found when the task finishes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edgectl.jobs import remote
+from edgectl.jobs.exec_state import NodeSlot, RunState
+from edgectl.jobs.model import Task, TaskState
+from edgectl.jobs.placement import task_key
+from edgectl.transport import TransportError
+
+
+class TakeBack(RunState):
+    """Inputs given back by running tasks, and the tasks that hold them afterwards."""
+
+    async def _take_back(self, task: Task, slot: NodeSlot, keys: list[str]) -> list[str]:
+        """Claim these inputs of the running task on its node; return the keys won."""
+        attempt = task.attempts[-1] if task.attempts else None
+        if attempt is None or attempt.run is None or attempt.inputs is None:
+            return []  # a ledger from before inputs were claimed one by one
+        if task.duplicate_of is not None:
+            return []  # a copy holds no input: its original does
+        positions = {task_key(task.job_id, n): j for j, n in enumerate(attempt.inputs)}
+        indices = sorted(positions[k] for k in keys if k in positions)
+        if not indices:
+            return []
+        try:
+            conn = await self.pool.connection(slot.node)
+            result = await conn.run(
+                remote.sh(remote.TAKEBACK, slot.node.workdir, attempt.run, *map(str, indices)),
+                timeout=self.options.op_timeout,
+                max_output=1 << 16,
+            )
+        except TransportError:
+            return []  # nothing known to be won: a skipped input shows up with the status
+        won = {int(line) for line in result.stdout_text.split() if line.isdigit()}
+        if task.state != TaskState.RUNNING or task.attempts[-1] is not attempt:
+            won = set()  # ended meanwhile: its report says what it skipped
+        names = [attempt.inputs[j] for j in sorted(won) if j < len(attempt.inputs)]
+        self._give_back(task, slot, names, "taken back before it started")
+        return [task_key(task.job_id, n) for n in names]
+
+    def _skipped(self, task: Task, slot: NodeSlot, report: remote.PollReport) -> None:
+        """Inputs the finished task skipped (taken back) that it still holds: give them back."""
+        attempt = task.attempts[-1] if task.attempts else None
+        if not report.skipped or attempt is None or attempt.inputs is None:
+            return
+        names = [attempt.inputs[j] for j in sorted(report.skipped) if j < len(attempt.inputs)]
+        self._give_back(task, slot, names, "skipped: taken back before it started")
+
+    def _give_back(self, task: Task, slot: NodeSlot, names: list[str], why: str) -> None:
+        """These inputs leave the task for a queued one of their own, and the queue."""
+        held = {item["name"] for item in task.inputs}
+        items = [item for item in task.inputs if item["name"] in names and item["name"] in held]
+        if not items:
+            return
+        now = time.time()
+        back = self._new_task(task.job_id, items)
+        for item in items:
+            key = task_key(task.job_id, item["name"])
+            self.holder[key] = back.id
+            self.attempt.pop((key, slot.node.name), None)
+            self.dispatcher.task_returned(key, slot.node.name, now)
+        left = [i for i in task.inputs if i not in items]
+        if left:
+            self._set(task, inputs=left)
+        else:  # it still runs (ending soon); the job counts the task that holds them now
+            self._set(task, inputs=[], moved_to=back.id)
+        self.event(
+            task.job_id,
+            f"task {task.id} on {slot.node.name}: {len(items)} input(s) {why}, now in {back.id}",
+        )
+        self.wakeup.set()
