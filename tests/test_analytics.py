@@ -320,7 +320,7 @@ def run_runner(
 
 
 def test_the_runner_skips_inputs_taken_back_and_lists_them(tmp_path: Path) -> None:
-    paths, rows = make_files(tmp_path / "data", 3, 300)
+    paths, _ = make_files(tmp_path / "data", 3, 300)
     partial = run_runner(tmp_path, "t1", paths, taken=(1,))
     assert [f["name"] for f in partial["files"]] == [paths[0].name, paths[2].name]
     assert (tmp_path / "t1" / "skipped").read_text() == "1\n"

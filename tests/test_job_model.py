@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 from edgectl.jobs import remote
+from edgectl.jobs.exec_task import fetch_batches
 from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.model import Job, JobState, Task, TaskState, effective_state, job_state
 from edgectl.jobs.placement import job_spec, local_inputs, task_key, task_specs
-from edgectl.jobs.remote import parse_poll
+from edgectl.jobs.remote import OutputEntry, parse_poll
 
 
 def job(**fields: object) -> Job:
@@ -109,3 +110,14 @@ def test_a_cleanup_that_arrives_before_the_kill_still_ends_the_task(tmp_path: Pa
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_outputs_are_batched_up_to_the_limit_and_big_ones_go_alone() -> None:
+    def entry(name: str, size: int) -> OutputEntry:
+        return OutputEntry(name, size, "0" * 64)
+
+    manifest = [entry("a", 10), entry("b", 50), entry("c", 200), entry("d", 40), entry("e", 70)]
+    batches = fetch_batches(manifest, 100)
+    assert [[e.name for e in batch] for batch in batches] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert fetch_batches([], 100) == []
+    assert [len(b) for b in fetch_batches(manifest, 0)] == [1, 1, 1, 1, 1]

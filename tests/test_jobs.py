@@ -270,3 +270,27 @@ def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
         assert not list((Path(node.workdir) / "tasks").glob("t*"))
     assert jobs.show(job.id)["state"] == "done"
     shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_big_outputs_are_streamed_to_disk_and_small_ones_batched(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Outputs over the batch limit come home file by file through a temp file; the rest in
+    as few execs as fit the limit. Every byte is checked against the manifest."""
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 6)
+    command = (
+        "tr a-z A-Z < {input} > out/{stem}.up; "
+        # a 300 KB output, different per input: its first line names the input
+        "{ echo {stem}; head -c 300000 /dev/zero | tr '\\000' x; } > out/{stem}.big"
+    )
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    state = jobs.run(job.id, options=replace(FAST, fetch_batch=64 * 1024))
+    assert state == JobState.DONE
+    directory = home / "results" / job.id
+    for path in inputs:
+        assert (directory / f"{path.stem}.up").read_bytes() == expected_output(path)
+        big = (directory / f"{path.stem}.big").read_bytes()
+        assert big == path.stem.encode() + b"\n" + b"x" * 300_000
+    assert not list(directory.glob(".*"))  # no temp file left

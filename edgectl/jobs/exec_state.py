@@ -39,6 +39,7 @@ class ExecOptions:
     start_wait_steps: int = 10  # 20 ms steps the start exec waits for a quick task
     max_file: int = 256 * 1024 * 1024
     max_task_output: int = 1024 * 1024 * 1024
+    fetch_batch: int = 16 * 1024 * 1024  # outputs up to this much come in one exec, in memory
     flush_interval: float = 0.2
     reprobe_s: float = 60.0  # facts (load, disk) are refreshed this often during a run
     given_up_age: int = 600  # s: a cleanup removes markers of given-up attempts this old

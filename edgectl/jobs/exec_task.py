@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 
 from edgectl.jobs import remote
 from edgectl.jobs.exec_copies import Copies, kill_task
@@ -12,9 +13,27 @@ from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import NodeSlot, Progress
 from edgectl.jobs.exec_takeback import TakeBack
 from edgectl.jobs.model import Attempt, Task, TaskState
-from edgectl.jobs.results import ResultError, store_output
+from edgectl.jobs.results import ResultError, store_file, store_output, temp_path
 from edgectl.scheduler import TaskStatus
 from edgectl.transport import TransportError
+
+
+def fetch_batches(manifest: list[remote.OutputEntry], limit: int) -> list[list[remote.OutputEntry]]:
+    """Outputs grouped for download: runs of small ones up to `limit` bytes per exec, and
+    each output over `limit` alone (it is streamed to disk)."""
+    batches: list[list[remote.OutputEntry]] = []
+    size = 0
+    for entry in manifest:
+        if entry.size > limit:
+            batches.append([entry])
+            size = limit + 1  # nothing joins a streamed one
+        elif batches and size + entry.size <= limit:
+            batches[-1].append(entry)
+            size += entry.size
+        else:
+            batches.append([entry])
+            size = entry.size
+    return batches
 
 
 def uploading(task: Task, attempt: Attempt) -> bool:
@@ -144,33 +163,16 @@ class TaskLife(Setbacks, Copies, TakeBack):
         manifest = report.manifest or []
         results = self.jobs[task.job_id].results
         try:
-            if manifest:
-                conn = await self.pool.connection(slot.node)
-                argv = remote.sh(
-                    remote.FETCH, slot.node.workdir, task.run_name(), *(e.name for e in manifest)
-                )
-                total = sum(e.size for e in manifest)
-                result = await conn.run(
-                    argv,
-                    timeout=self.options.op_timeout + total / 5e6,
-                    # room for the reason on stderr even when the outputs are tiny
-                    max_output=max(total + 1, 4096),
-                )
-                if result.exit_status != 0 or result.truncated or len(result.stdout) != total:
-                    why = (
-                        result.stderr_text.strip()[:200]
-                        or f"got {len(result.stdout)} of {total} bytes"
-                    )
+            for batch in fetch_batches(manifest, self.options.fetch_batch):
+                if len(batch) == 1 and batch[0].size > self.options.fetch_batch:
+                    await self._stream_output(task, slot, batch[0], results)
+                    continue
+                why = await self._fetch_batch(task, slot, batch, results)
+                if why:
                     self._unclaim(keys)
                     self._fail(task, slot, f"download failed: {why}")
                     slot.cleanup.append(task.run_name())
                     return
-                offset = 0
-                for entry in manifest:
-                    store_output(
-                        results, entry, result.stdout[offset : offset + entry.size], task.id
-                    )
-                    offset += entry.size
         except TransportError as exc:
             self._unclaim(keys)
             self._node_trouble(slot, exc)
@@ -195,6 +197,45 @@ class TaskLife(Setbacks, Copies, TakeBack):
                 self._beaten(key, loser, slot.node.name)
             self._settle_holder(key, task)
         self._progress()
+
+    async def _fetch_batch(
+        self, task: Task, slot: NodeSlot, batch: list[remote.OutputEntry], results: Path
+    ) -> str | None:
+        """Outputs of a task in one exec, held in memory (a batch is small); why not, or None."""
+        conn = await self.pool.connection(slot.node)
+        argv = remote.sh(remote.FETCH, slot.node.workdir, task.run_name(), *(e.name for e in batch))
+        total = sum(e.size for e in batch)
+        result = await conn.run(
+            argv,
+            timeout=self.options.op_timeout + total / 5e6,
+            # room for the reason on stderr even when the outputs are tiny
+            max_output=max(total + 1, 4096),
+        )
+        if result.exit_status != 0 or result.truncated or len(result.stdout) != total:
+            return result.stderr_text.strip()[:200] or f"got {len(result.stdout)} of {total} bytes"
+        offset = 0
+        for entry in batch:
+            store_output(results, entry, result.stdout[offset : offset + entry.size], task.id)
+            offset += entry.size
+        return None
+
+    async def _stream_output(
+        self, task: Task, slot: NodeSlot, entry: remote.OutputEntry, results: Path
+    ) -> None:
+        """A big output, streamed to a temp file (memory stays bounded), then stored."""
+        conn = await self.pool.connection(slot.node)
+        results.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = temp_path(results, task.id)
+        path = f"{slot.node.workdir}/{remote.TASKS_DIR}/{task.run_name()}/out/{entry.name}"
+        try:
+            await conn.get(
+                path, temp, entry.size, timeout=self.options.op_timeout + entry.size / 5e6
+            )
+        except TransportError as exc:
+            if exc.reason != "error" or conn.is_closed:
+                raise  # the node or the link: the task is placed again
+            raise ResultError(f"download failed: {exc}") from None  # the file itself
+        store_file(results, entry, temp)
 
     def _unclaim(self, keys: list[str]) -> None:
         for key in keys:

@@ -56,29 +56,67 @@ def _store_verified(
     directory: Path, entry: OutputEntry, data: bytes, digest: str, task_id: str
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = directory / f".{task_id}.{secrets.token_hex(4)}.part"
+    temp = temp_path(directory, task_id)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        final = directory / entry.name
-        try:
-            os.link(temp, final, follow_symlinks=False)
-        except FileExistsError:
-            if _same_content(final, digest):
-                return final
-            raise ResultError(
-                f"{entry.name}: another task already stored a different file under this name"
-            ) from None
-        return final
+        return _link(directory, entry, temp, digest)
     finally:
-        try:
-            os.unlink(temp)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+        _unlink(temp)
+
+
+def temp_path(directory: Path, task_id: str) -> Path:
+    """A fresh temp name in the job's results directory (removed if a crash leaves it)."""
+    return directory / f".{task_id}.{secrets.token_hex(4)}.part"
+
+
+def store_file(directory: Path, entry: OutputEntry, temp: Path) -> Path:
+    """Store an output downloaded to `temp` (a temp name in `directory`), checked as
+    `store_output` checks bytes; the temp file is gone afterwards."""
+    try:
+        if not OUTPUT_NAME.fullmatch(entry.name) or entry.name in RESERVED_NAMES:
+            raise ResultError(f"refused output name {entry.name!r}")
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(handle.fileno())
+        if size != entry.size:
+            raise ResultError(f"{entry.name}: got {size} bytes, the manifest says {entry.size}")
+        if digest.hexdigest() != entry.sha256:
+            raise ResultError(f"{entry.name}: sha256 does not match the manifest")
+        return _link(directory, entry, temp, entry.sha256)
+    except OSError as exc:
+        raise ResultError(f"{entry.name}: cannot store the result: {_why(exc)}") from None
+    finally:
+        _unlink(temp)
+
+
+def _link(directory: Path, entry: OutputEntry, temp: Path, digest: str) -> Path:
+    """Give the verified temp file its final name, once: a name taken by other bytes is refused."""
+    final = directory / entry.name
+    try:
+        os.link(temp, final, follow_symlinks=False)
+    except FileExistsError:
+        if _same_content(final, digest):
+            return final
+        raise ResultError(
+            f"{entry.name}: another task already stored a different file under this name"
+        ) from None
+    return final
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
 
 
 def _same_content(path: Path, digest: str) -> bool:

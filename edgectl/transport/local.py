@@ -153,7 +153,7 @@ class LocalConnection(Connection):
     def _copy_capped(self, source: Path, shown: str, local: Path, max_size: int) -> int:
         """Copy source to a temp file beside local, stopping past max_size; then rename."""
         # stat before open: opening a FIFO or a device could block or never end.
-        if not stat.S_ISREG(source.stat().st_mode):
+        if not stat.S_ISREG(source.lstat().st_mode):  # a symlink is refused, not followed
             raise TransportError("error", f"{self.node_name}: {shown} is not a regular file")
         with source.open("rb") as src:
             info = os.fstat(src.fileno())

@@ -338,7 +338,7 @@ class SSHConnection(Connection):
         self, sftp: asyncssh.SFTPClient, path: str, shown: str, local: Path, max_size: int
     ) -> int:
         """Stream a remote file into a temp file beside `local`, then rename it into place."""
-        attrs = await sftp.stat(path)
+        attrs = await sftp.lstat(path)  # a symlink is refused, not followed
         if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
             raise TransportError("error", f"{self.node_name}: {shown} is not a regular file")
         if attrs.size is not None and attrs.size > max_size:
