@@ -17,6 +17,7 @@ from edgectl.scheduler import (
     JobStatus,
     NodeState,
     SchedulerConfig,
+    TakeBack,
     TaskSpec,
     TaskStatus,
     explanation_to_dict,
@@ -671,3 +672,91 @@ def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() ->
     d.add_job(JobSpec("high", priority=5), tasks("high", 2, work=50), NOW)
     (probe,) = d.assign(NOW)
     assert probe.task_ids[0].startswith("high")
+
+
+# ---- giving back unstarted tasks ------------------------------------------------------------
+
+
+def behind(**config: object) -> tuple[Dispatcher, Assignment, Assignment]:
+    """Two one-slot nodes, each given a chunk of three; `a`'s first task then runs 4x late."""
+    d = dispatcher(
+        node("a", cores=1),
+        node("b", cores=1),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        chunk_divisor=0.01,  # everything in one chunk per slot
+        **config,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 6, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    assert [len(batch[n].task_ids) for n in "ab"] == [3, 3]
+    for a in batch.values():
+        d.task_started(a.task_ids[0], a.node, NOW)
+    assert d.take_back(NOW + 5) == []  # on time: nothing asked back
+    finish(d, batch["b"], NOW, seconds=10.0)  # b is done at NOW + 30
+    return d, batch["a"], batch["b"]
+
+
+def test_a_node_that_falls_behind_is_asked_for_its_unstarted_tasks() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    assert request == TakeBack("a", a.task_ids[1:])
+    assert d.take_back(NOW + 41) == []  # asked once, until the answer comes
+    assert all(d.running_on(t) == ["a"] for t in a.task_ids)  # still there until then
+
+
+def test_no_take_back_when_turned_off() -> None:
+    d, _, _ = behind(give_back=False)
+    assert d.take_back(NOW + 40) == []
+
+
+def test_only_the_tasks_the_node_had_not_started_come_back() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    first, started, unstarted = a.task_ids
+    d.task_computed(first, "a", 40.5, NOW + 40.5)  # the node moved on before the claim
+    d.task_started(started, "a", NOW + 40.5)
+    assert d.taken_back(request, [unstarted], NOW + 41) == [unstarted]
+    assert d.task_status(unstarted) is TaskStatus.QUEUED
+    assert d.task_failures(unstarted) == {}  # no blame on the node
+    assert d.running_on(started) == ["a"]
+    assert [x.task_ids for x in d.assign(NOW + 41) if x.node == "b"] == [(unstarted,)]
+
+
+def test_an_unreachable_node_gives_nothing_back_and_keeps_its_tasks() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    assert d.taken_back(request, [], NOW + 41) == []
+    assert all(d.running_on(t) == ["a"] for t in a.task_ids)
+    assert sorted(d.node_lost("a", NOW + 50)) == sorted(a.task_ids)  # re-placed as before
+
+
+def test_a_chunks_last_task_is_copied_only_after_the_rest_came_back() -> None:
+    d, a, _ = behind(duplicate_work_cap=1.0)
+    (request,) = d.take_back(NOW + 40)
+    assert [x for x in d.assign(NOW + 40) if x.duplicate_of] == []  # the rest still held
+    d.taken_back(request, request.task_ids, NOW + 41)
+    copies = [x for x in d.assign(NOW + 41) if x.duplicate_of]
+    assert copies == [Assignment("b", (a.task_ids[0],), duplicate_of="a")]
+
+
+def test_a_chunk_with_a_computed_task_not_home_is_not_raced() -> None:
+    # Its computed result comes home with the chunk's process: killing it would lose it.
+    d = dispatcher(
+        node("a", cores=1),
+        node("b", cores=1),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        chunk_divisor=0.01,
+        duplicate_work_cap=1.0,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 4, work=10), NOW)
+    batch = {x.node: x for x in d.assign(NOW)}
+    first, last = batch["a"].task_ids
+    d.task_started(first, "a", NOW)
+    d.task_computed(first, "a", 10.0, NOW + 10)
+    d.task_started(last, "a", NOW + 10)
+    finish(d, batch["b"], NOW, seconds=10.0)
+    assert [x for x in d.assign(NOW + 200) if x.duplicate_of] == []
+    d.task_finished(first, "a", 10.0, NOW + 200)  # now only `last` is held there
+    assert [x.task_ids for x in d.assign(NOW + 200) if x.duplicate_of] == [(last,)]

@@ -61,7 +61,14 @@ class ChunkRecord:
     expected_s: dict[str, float]  # task id -> compute seconds expected when dispatched
     measured: bool  # whether the node's rate was known then (else the expectation is a guess)
     duplicate_of: str | None = None
-    single: bool = True  # dispatched as one task (a copy may race it, its loser be killed)
+    # Its tasks the node still holds: not yet home, given back or dropped (computed ones
+    # included: their results are home only when the chunk's process has ended).
+    held: set[str] = field(default_factory=set)
+    reclaiming: set[str] = field(default_factory=set)  # asked back, answer not in yet
+
+    def raceable(self) -> bool:
+        """Whether killing the chunk's process would lose nothing but its current task."""
+        return len(self.task_ids) == 1 and not self.reclaiming and self.held <= {self.task_ids[0]}
 
 
 @dataclass
@@ -222,7 +229,7 @@ class SchedulerState:
         # `others_end_s`: when the other chunks that are on time should end.
         chunks: list[tuple[list[tuple[TaskRecord, float, float]], str, bool]] = []
         whole_only = self.config.copy_single_task_chunks_only
-        uncopyable: set[int] = set()  # chunks of several tasks, when those may not be raced
+        uncopyable: set[int] = set()  # chunks holding several tasks, when those may not be raced
         job_work: dict[str, float] = {}  # work left in running tasks, per job
         for name, node_chunks in self._chunks.items():
             view = views.get(name)
@@ -240,7 +247,7 @@ class SchedulerState:
                         ahead += task.spec.work / plan_rate
                     tasks.append((task, ahead, left))
                     job_work[task.spec.job_id] = job_work.get(task.spec.job_id, 0.0) + left
-                if whole_only and not chunk.single:
+                if whole_only and not chunk.raceable():
                     uncopyable.add(len(chunks))
                 chunks.append((tasks, name, late))
         on_time = sorted(
