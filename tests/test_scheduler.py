@@ -23,6 +23,8 @@ from edgectl.scheduler import (
     explanation_to_dict,
 )
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
+from edgectl.scheduler.planning import Candidate, SlotPool, list_schedule
+from edgectl.scheduler.rates import RateBook
 
 NOW = 1000.0
 MB = 1_000_000
@@ -760,3 +762,80 @@ def test_a_chunk_with_a_computed_task_not_home_is_not_raced() -> None:
     assert [x for x in d.assign(NOW + 200) if x.duplicate_of] == []
     d.task_finished(first, "a", 10.0, NOW + 200)  # now only `last` is held there
     assert [x.task_ids for x in d.assign(NOW + 200) if x.duplicate_of] == [(last,)]
+
+
+# ---- copies' budget, slow nodes, probes ------------------------------------------------------
+
+
+def test_a_race_the_original_wins_counts_only_what_the_copy_computed() -> None:
+    d, late = straggling(cap=0.5)
+    (copy,) = d.assign(NOW + 50)
+    assert d.duplicated_work == 10.0  # the copy's whole work while the race runs
+    d.task_started(late, copy.node, NOW + 50)
+    assert d.task_finished(late, "slow", 52.0, NOW + 52) == ["fast"]
+    assert d.duplicated_work == pytest.approx(2.0, rel=0.1)  # 2 s at fast's rate of ~1 unit/s
+
+
+def test_a_node_measured_slow_is_not_pulled_up_toward_the_fleet() -> None:
+    book = RateBook()
+    for _ in range(5):
+        book.observe("fast", 4.0, 1.0)
+        book.observe("steady", 4.0, 1.0)
+    book.observe("slowed", 4.0, 1.0)
+    book.observe("slowed", 0.8, 1.0)  # 5x off: starts again from this sample
+    assert book.estimate("slowed") == pytest.approx(0.8)
+    book.observe("lucky", 8.0, 1.0)  # one fast sample is still pulled down
+    assert book.estimate("lucky") < 8.0
+
+
+def test_slots_are_compared_by_a_late_finish_not_the_expected_one() -> None:
+    task = TaskSpec("t", "j", {}, work=8.0)
+
+    def node_for(risk: float) -> str:
+        pools = {
+            "fast": SlotPool("fast", 4.0, frozenset(), None, [(NOW + 6.5, 0)]),
+            "slow": SlotPool("slow", 1.0, frozenset(), None, [(NOW, 0)]),
+        }
+        (placed,), _ = list_schedule([Candidate(task, 0, ("fast", "slow"))], pools, 0.0, risk=risk)
+        return placed.node
+
+    assert node_for(0.0) == "slow"  # ends at +8, fast at +8.5
+    assert node_for(0.6) == "fast"  # but 30% more work would end slow's 4x later than fast's
+
+
+def test_an_unmeasured_nodes_later_slots_take_no_large_task() -> None:
+    d = dispatcher(node("new", cores=2), extra_slots=0)
+    high = [
+        TaskSpec("small", "high", {"s": MB}, work=2),
+        TaskSpec("big", "high", {"b": MB}, work=40),
+    ]
+    d.add_job(JobSpec("high", priority=5), high, NOW)
+    d.add_job(JobSpec("low"), tasks("low", 4, work=2), NOW)
+    first, second = d.assign(NOW)
+    assert first.task_ids == ("small",)
+    assert second.task_ids[0].startswith("low")  # the large one waits for a measured node
+    assert d.task_status("big") is TaskStatus.QUEUED
+
+
+def lagging(**config: object) -> list[Assignment]:
+    """Copies made when two tasks on `a` are both 1.5x past their expected time."""
+    d = dispatcher(
+        node("a", cores=2),
+        node("b", cores=2),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        duplicate_work_cap=1.0,
+        chunk_divisor=1000,  # one task per chunk
+        **config,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 4, work=10), NOW)
+    for a in d.assign(NOW):
+        d.task_started(a.task_ids[0], a.node, NOW)
+        if a.node == "b":
+            d.task_finished(a.task_ids[0], "b", 10.0, NOW + 10)
+    return [a for a in d.assign(NOW + 15) if a.duplicate_of]
+
+
+def test_a_node_with_several_tasks_late_at_once_has_them_copied_early() -> None:
+    assert sorted(a.duplicate_of for a in lagging()) == ["a", "a"]
+    assert lagging(lag_factor=2.0) == []  # one late task alone waits for straggler_factor

@@ -121,6 +121,7 @@ class Dispatcher(SchedulerState):
         task.computed.clear()
         self._fail_streak[node] = 0
         losers = sorted(task.attempts)
+        self._settle_copies(task, losers, now)
         for other in losers:
             self._learn_from_loser(task, other, now)
             self._drop_attempt(task, other, now)
@@ -327,7 +328,7 @@ class Dispatcher(SchedulerState):
             done = self.done_work / self.total_work if self.total_work else 1.0
             share = max(self.config.early_copy_share, done)
             assignments += self._speculate(views, free, list(free), early, now, share)
-        for name, pick in probe_picks(views, free, candidates):
+        for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
             assignments.append(self._dispatch(name, [pick.task], now, views[name].rate))
             free[name] -= 1
         taken = {task_id for a in assignments for task_id in a.task_ids}
@@ -348,7 +349,11 @@ class Dispatcher(SchedulerState):
         floor = self.config.dispatch_s / self.config.max_dispatch_share
         target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
         placements, _ = list_schedule(
-            candidates, pools, self.config.transfer_s_per_byte, horizon=now + target
+            candidates,
+            pools,
+            self.config.transfer_s_per_byte,
+            horizon=now + target,
+            risk=self.config.finish_risk,
         )
         # Slots 0..free-1 of each pool are the ones free now.
         sequences: dict[tuple[str, int], list[Placement]] = {}
@@ -406,6 +411,25 @@ class Dispatcher(SchedulerState):
 
     # ---- internals ----------------------------------------------------------------------
 
+    def _settle_copies(self, task: TaskRecord, losers: list[str], now: float) -> None:
+        """A race is over: count what the losers computed instead of the copy's whole work."""
+        # At the rate their nodes were last known to work at, not lowered for lateness:
+        # an attempt that lost is slow, so this errs toward counting too much.
+        reserved = self._copy_reserved.pop(task.spec.id, None)
+        if reserved is None:
+            return
+        computed = 0.0
+        for node in losers:
+            started = task.attempts.get(node)
+            if started is None or node not in self._nodes:
+                continue
+            state = self._nodes[node]
+            background = self._background.get(node, 0.0)
+            slots = self._slots(state, background)
+            rate = self.rates.slot_rate(state, background, slots, self.config.min_free_share)
+            computed += min(task.spec.work, max(0.0, now - started) * rate)
+        self.duplicated_work += min(reserved, computed) - reserved
+
     def _learn_from_loser(self, task: TaskRecord, node: str, now: float) -> None:
         """Learn from an attempt a copy beat: its node is slower than we thought."""
         # Take the attempt as needing as long again as its overrun, as `remaining_time`
@@ -452,6 +476,7 @@ class Dispatcher(SchedulerState):
                 straggler, _ = choice
                 stragglers.remove(straggler)
                 self.duplicated_work += straggler.task.work
+                self._copy_reserved[straggler.task.id] = straggler.task.work
                 if view.disk_left is not None:
                     view.disk_left -= disk_need(straggler.task, view.has_inputs)
                 copy = self._dispatch(name, [straggler.task], now, view.plan_rate, straggler.node)

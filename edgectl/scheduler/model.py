@@ -45,6 +45,13 @@ class SchedulerConfig:
     dispatch_s: float = 0.1  # fixed seconds a chunk costs besides its work (start, fetch)
     max_dispatch_share: float = 0.1  # chunks last at least dispatch_s / this, when work allows
     straggler_factor: float = 2.0  # a task is late past this multiple of its expected time
+    # Two tasks of a node past `lag_factor` times their expected time at once: the node
+    # slowed. It is planned `lag_slowdown` times slower than its worst overrun, and its
+    # tasks past their expected time are late (a copy may race them).
+    lag_factor: float = 1.3
+    lag_slowdown: float = 2.0
+    finish_risk: float = 0.6  # slots compared by start + (1 + this) x expected compute
+    probe_largest: float = 2.0  # an unmeasured node's later probes: work <= this x quartile
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
