@@ -20,8 +20,15 @@ chain of `after` jobs (a job cannot start before the jobs it comes after could e
 Transfers, dispatch costs and work lost on the dropped node are outside the bound, so
 they show up in makespan / bound; no schedule can beat it.
 
-As in the job engine, a chunk runs as one process: a speculative copy may only race a
-task that was dispatched alone (killing the loser must not take other tasks with it).
+As in the job engine, a chunk runs as one process that takes its tasks one after
+another, claiming each before starting it. The scheduler may take back the tasks of a
+running chunk: its claims reach the node one dispatch cost (`dispatch_s`, one exec on the
+node) after it asked, and only the tasks not started by then come back to the queue; a
+node that has dropped out answers nothing and gives nothing back (its work is re-placed
+once a probe finds it gone). A speculative copy may race a chunk's task only when the
+chunk holds nothing else (dispatched alone, or the rest given back or done), so that
+killing the loser kills no other task. The scheduler learns only what a real controller
+would: probe facts, and when each task started and finished.
 
 Duplicated work is the work computed twice: what attempts that lost a race to a copy
 (or whose copy lost) had computed when they were cancelled, over the total work.
@@ -31,11 +38,19 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
-from edgectl.scheduler import Assignment, Dispatcher, JobSpec, NodeState, SchedulerConfig, TaskSpec
+from edgectl.scheduler import (
+    Assignment,
+    Dispatcher,
+    JobSpec,
+    NodeState,
+    SchedulerConfig,
+    TakeBack,
+    TaskSpec,
+)
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
 
 POLICIES = ("edgectl", "edgectl-nodup", "round-robin", "static-split")
@@ -117,6 +132,14 @@ class Policy(Protocol):
 
     def assign(self, now: float) -> list[Assignment]:
         """Work for free slots."""
+        return []
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Tasks to claim back from running chunks."""
+        return []
+
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """The answer to a take-back: the tasks that came back unstarted."""
         return []
 
     def task_started(self, task_id: str, node: str, now: float) -> None:
@@ -252,6 +275,7 @@ class _Fleet:
     lost: set[str] = field(default_factory=set)
     wasted_work: float = 0.0  # computed by attempts that lost to a copy
     specs: dict[str, TaskSpec] = field(default_factory=dict)
+    claims: list[tuple[float, TakeBack]] = field(default_factory=list)  # (answered at, asked)
 
     def __post_init__(self) -> None:
         self.specs = {spec.id: spec for spec in self.scenario.tasks}
@@ -309,6 +333,22 @@ class _Fleet:
         run.work_left, run.started = self.scenario.costs[run.tasks[0]], t
         self.policy.task_started(run.tasks[0], run.node, t)
 
+    def claim(self, request: TakeBack, t: float) -> list[str]:
+        """The controller's claims reach the node at t: the tasks not started by then come back."""
+        node = next(n for n in self.scenario.nodes if n.name == request.node)
+        if node.drop_at is not None and t >= node.drop_at:
+            return []  # the exec fails: nothing is claimed
+        returned = []
+        for run in [r for r in self.runs if r.node == request.node]:
+            started = run.tasks[0] if run.setup_left <= 0 and run.tasks else None
+            for task_id in request.task_ids:
+                if task_id in run.tasks and task_id != started:
+                    run.tasks.remove(task_id)
+                    returned.append(task_id)
+            if not run.tasks:
+                self.runs.remove(run)
+        return returned
+
     def cancel(self, task_id: str, node: str, t: float) -> None:
         """Drop a task from a node's run: a copy of it won elsewhere."""
         for run in list(self.runs):
@@ -322,8 +362,8 @@ class _Fleet:
                     self.runs.remove(run)
 
 
-def make_policy(name: str, scenario: Scenario) -> Policy:
-    """One of POLICIES, ready to be driven."""
+def make_policy(name: str, scenario: Scenario, **settings: Any) -> Policy:
+    """One of POLICIES, ready to be driven; `settings` override edgectl's SchedulerConfig."""
     if name in ("edgectl", "edgectl-nodup"):
         config = SchedulerConfig(
             max_fact_age_s=6 * scenario.probe_every_s,
@@ -331,6 +371,7 @@ def make_policy(name: str, scenario: Scenario) -> Policy:
             dispatch_s=scenario.dispatch_s,
             duplicates=name == "edgectl",
         )
+        config = replace(config, **settings)
         return Dispatcher(config)
     if name == "round-robin":
         return RoundRobin()
@@ -339,9 +380,9 @@ def make_policy(name: str, scenario: Scenario) -> Policy:
     raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}")
 
 
-def simulate(scenario: Scenario, policy_name: str) -> SimResult:
-    """Run every job of the scenario to completion under one policy."""
-    policy = make_policy(policy_name, scenario)
+def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult:
+    """Run every job of the scenario to completion under one policy (see `make_policy`)."""
+    policy = make_policy(policy_name, scenario, **settings)
     fleet = _Fleet(scenario, policy)
     nodes = {n.name: n for n in scenario.nodes}
     t, next_probe = 0.0, scenario.probe_every_s
@@ -350,10 +391,12 @@ def simulate(scenario: Scenario, policy_name: str) -> SimResult:
         policy.add_job(job, [s for s in scenario.tasks if s.job_id == job.id], t)
     limit = 100 * lower_bound(scenario)
     while len(fleet.done) < len(scenario.tasks):
+        for request in policy.take_back(t):
+            fleet.claims.append((t + scenario.dispatch_s, request))
         for assignment in policy.assign(t):
             fleet.start(assignment, t)
         rates = {name: fleet.rate(node, t) for name, node in nodes.items()}
-        step = next_probe - t
+        step = min([next_probe, *(due for due, _ in fleet.claims)]) - t
         for node in scenario.nodes:
             for start, _ in node.background:
                 if start > t:
@@ -371,6 +414,10 @@ def simulate(scenario: Scenario, policy_name: str) -> SimResult:
         if t > limit:
             raise RuntimeError(f"{policy_name} did not finish seed {scenario.seed}")
         _advance(fleet, rates, step, t)
+        answered = [c for c in fleet.claims if c[0] <= t + _EPS]
+        fleet.claims = [c for c in fleet.claims if c[0] > t + _EPS]
+        for _, request in answered:
+            policy.taken_back(request, fleet.claim(request, t), t)
         if t >= next_probe - _EPS:
             next_probe = t + scenario.probe_every_s
             policy.update_nodes(fleet.probe(t), t)

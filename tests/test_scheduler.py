@@ -17,11 +17,14 @@ from edgectl.scheduler import (
     JobStatus,
     NodeState,
     SchedulerConfig,
+    TakeBack,
     TaskSpec,
     TaskStatus,
     explanation_to_dict,
 )
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
+from edgectl.scheduler.planning import Candidate, SlotPool, list_schedule
+from edgectl.scheduler.rates import RateBook
 
 NOW = 1000.0
 MB = 1_000_000
@@ -671,3 +674,168 @@ def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() ->
     d.add_job(JobSpec("high", priority=5), tasks("high", 2, work=50), NOW)
     (probe,) = d.assign(NOW)
     assert probe.task_ids[0].startswith("high")
+
+
+# ---- giving back unstarted tasks ------------------------------------------------------------
+
+
+def behind(**config: object) -> tuple[Dispatcher, Assignment, Assignment]:
+    """Two one-slot nodes, each given a chunk of three; `a`'s first task then runs 4x late."""
+    d = dispatcher(
+        node("a", cores=1),
+        node("b", cores=1),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        chunk_divisor=0.01,  # everything in one chunk per slot
+        **config,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 6, work=10), NOW)
+    batch = {a.node: a for a in d.assign(NOW)}
+    assert [len(batch[n].task_ids) for n in "ab"] == [3, 3]
+    for a in batch.values():
+        d.task_started(a.task_ids[0], a.node, NOW)
+    assert d.take_back(NOW + 5) == []  # on time: nothing asked back
+    finish(d, batch["b"], NOW, seconds=10.0)  # b is done at NOW + 30
+    return d, batch["a"], batch["b"]
+
+
+def test_a_node_that_falls_behind_is_asked_for_its_unstarted_tasks() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    assert request == TakeBack("a", a.task_ids[1:])
+    assert d.take_back(NOW + 41) == []  # asked once, until the answer comes
+    assert all(d.running_on(t) == ["a"] for t in a.task_ids)  # still there until then
+
+
+def test_no_take_back_when_turned_off() -> None:
+    d, _, _ = behind(give_back=False)
+    assert d.take_back(NOW + 40) == []
+
+
+def test_only_the_tasks_the_node_had_not_started_come_back() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    first, started, unstarted = a.task_ids
+    d.task_computed(first, "a", 40.5, NOW + 40.5)  # the node moved on before the claim
+    d.task_started(started, "a", NOW + 40.5)
+    assert d.taken_back(request, [unstarted], NOW + 41) == [unstarted]
+    assert d.task_status(unstarted) is TaskStatus.QUEUED
+    assert d.task_failures(unstarted) == {}  # no blame on the node
+    assert d.running_on(started) == ["a"]
+    assert [x.task_ids for x in d.assign(NOW + 41) if x.node == "b"] == [(unstarted,)]
+
+
+def test_an_unreachable_node_gives_nothing_back_and_keeps_its_tasks() -> None:
+    d, a, _ = behind()
+    (request,) = d.take_back(NOW + 40)
+    assert d.taken_back(request, [], NOW + 41) == []
+    assert all(d.running_on(t) == ["a"] for t in a.task_ids)
+    assert sorted(d.node_lost("a", NOW + 50)) == sorted(a.task_ids)  # re-placed as before
+
+
+def test_a_chunks_last_task_is_copied_only_after_the_rest_came_back() -> None:
+    d, a, _ = behind(duplicate_work_cap=1.0)
+    (request,) = d.take_back(NOW + 40)
+    assert [x for x in d.assign(NOW + 40) if x.duplicate_of] == []  # the rest still held
+    d.taken_back(request, request.task_ids, NOW + 41)
+    copies = [x for x in d.assign(NOW + 41) if x.duplicate_of]
+    assert copies == [Assignment("b", (a.task_ids[0],), duplicate_of="a")]
+
+
+def test_a_chunk_with_a_computed_task_not_home_is_not_raced() -> None:
+    # Its computed result comes home with the chunk's process: killing it would lose it.
+    d = dispatcher(
+        node("a", cores=1),
+        node("b", cores=1),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        chunk_divisor=0.01,
+        duplicate_work_cap=1.0,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 4, work=10), NOW)
+    batch = {x.node: x for x in d.assign(NOW)}
+    first, last = batch["a"].task_ids
+    d.task_started(first, "a", NOW)
+    d.task_computed(first, "a", 10.0, NOW + 10)
+    d.task_started(last, "a", NOW + 10)
+    finish(d, batch["b"], NOW, seconds=10.0)
+    assert [x for x in d.assign(NOW + 200) if x.duplicate_of] == []
+    d.task_finished(first, "a", 10.0, NOW + 200)  # now only `last` is held there
+    assert [x.task_ids for x in d.assign(NOW + 200) if x.duplicate_of] == [(last,)]
+
+
+# ---- copies' budget, slow nodes, probes ------------------------------------------------------
+
+
+def test_a_race_the_original_wins_counts_only_what_the_copy_computed() -> None:
+    d, late = straggling(cap=0.5)
+    (copy,) = d.assign(NOW + 50)
+    assert d.duplicated_work == 10.0  # the copy's whole work while the race runs
+    d.task_started(late, copy.node, NOW + 50)
+    assert d.task_finished(late, "slow", 52.0, NOW + 52) == ["fast"]
+    assert d.duplicated_work == pytest.approx(2.0, rel=0.1)  # 2 s at fast's rate of ~1 unit/s
+
+
+def test_a_node_measured_slow_is_not_pulled_up_toward_the_fleet() -> None:
+    book = RateBook()
+    for _ in range(5):
+        book.observe("fast", 4.0, 1.0)
+        book.observe("steady", 4.0, 1.0)
+    book.observe("slowed", 4.0, 1.0)
+    book.observe("slowed", 0.8, 1.0)  # 5x off: starts again from this sample
+    assert book.estimate("slowed") == pytest.approx(0.8)
+    book.observe("lucky", 8.0, 1.0)  # one fast sample is still pulled down
+    assert book.estimate("lucky") < 8.0
+
+
+def test_slots_are_compared_by_a_late_finish_not_the_expected_one() -> None:
+    task = TaskSpec("t", "j", {}, work=8.0)
+
+    def node_for(risk: float) -> str:
+        pools = {
+            "fast": SlotPool("fast", 4.0, frozenset(), None, [(NOW + 6.5, 0)]),
+            "slow": SlotPool("slow", 1.0, frozenset(), None, [(NOW, 0)]),
+        }
+        (placed,), _ = list_schedule([Candidate(task, 0, ("fast", "slow"))], pools, 0.0, risk=risk)
+        return placed.node
+
+    assert node_for(0.0) == "slow"  # ends at +8, fast at +8.5
+    assert node_for(0.6) == "fast"  # but 30% more work would end slow's 4x later than fast's
+
+
+def test_an_unmeasured_nodes_later_slots_take_no_large_task() -> None:
+    d = dispatcher(node("new", cores=2), extra_slots=0)
+    high = [
+        TaskSpec("small", "high", {"s": MB}, work=2),
+        TaskSpec("big", "high", {"b": MB}, work=40),
+    ]
+    d.add_job(JobSpec("high", priority=5), high, NOW)
+    d.add_job(JobSpec("low"), tasks("low", 4, work=2), NOW)
+    first, second = d.assign(NOW)
+    assert first.task_ids == ("small",)
+    assert second.task_ids[0].startswith("low")  # the large one waits for a measured node
+    assert d.task_status("big") is TaskStatus.QUEUED
+
+
+def lagging(**config: object) -> list[Assignment]:
+    """Copies made when two tasks on `a` are both 1.5x past their expected time."""
+    d = dispatcher(
+        node("a", cores=2),
+        node("b", cores=2),
+        rates={"a": 1.0, "b": 1.0},
+        extra_slots=0,
+        duplicate_work_cap=1.0,
+        chunk_divisor=1000,  # one task per chunk
+        **config,
+    )
+    d.add_job(JobSpec("j"), tasks("j", 4, work=10), NOW)
+    for a in d.assign(NOW):
+        d.task_started(a.task_ids[0], a.node, NOW)
+        if a.node == "b":
+            d.task_finished(a.task_ids[0], "b", 10.0, NOW + 10)
+    return [a for a in d.assign(NOW + 15) if a.duplicate_of]
+
+
+def test_a_node_with_several_tasks_late_at_once_has_them_copied_early() -> None:
+    assert sorted(a.duplicate_of for a in lagging()) == ["a", "a"]
+    assert lagging(lag_factor=2.0) == []  # one late task alone waits for straggler_factor

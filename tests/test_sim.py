@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import pytest
 
-from edgectl.scheduler import JobSpec, TaskSpec
+from edgectl import sim
+from edgectl.scheduler import Assignment, JobSpec, NodeState, TakeBack, TaskSpec
 from edgectl.sim import (
     POLICIES,
     Scenario,
@@ -164,3 +166,95 @@ def test_data_already_on_a_node_saves_its_transfer() -> None:
     )
     assert simulate(held, "edgectl").makespan < simulate(s, "edgectl").makespan - 5
     assert math.isfinite(lower_bound(held))
+
+
+# ---- giving back ---------------------------------------------------------------------------
+
+
+class ChunkThenTakeBack:
+    """A scripted policy: t0..t2 as one chunk on `a`; at `ask_at`, ask back t1 and t2."""
+
+    def __init__(self, ask_at: float) -> None:
+        self.ask_at = ask_at
+        self.dealt = self.asked = False
+        self.answers: list[tuple[float, list[str]]] = []
+        self.queue: list[str] = []
+        self.done: set[str] = set()
+
+    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
+        """Nothing to learn."""
+
+    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
+        """Nothing to queue: the chunk is fixed."""
+
+    def assign(self, now: float) -> list[Assignment]:
+        """The chunk first, then whatever came back, one task at a time to `b`."""
+        out = [Assignment("b", (t,)) for t in self.queue]
+        if not self.dealt:
+            self.dealt = True
+            out.append(Assignment("a", ("t0", "t1", "t2")))
+        self.queue = []
+        return out
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Once, at the first event at or after `ask_at`."""
+        if self.asked or now < self.ask_at:
+            return []
+        self.asked = True
+        return [TakeBack("a", ("t1", "t2"))]
+
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """Note the answer; queue what came back."""
+        self.answers.append((now, list(returned)))
+        self.queue += list(returned)
+        return list(returned)
+
+    def task_started(self, task_id: str, node: str, now: float) -> None:
+        """Nothing to learn."""
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """No copies."""
+        self.done.add(task_id)
+        return []
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """What `a` had not finished goes to `b`."""
+        lost = [t for t in ("t0", "t1", "t2") if t not in self.done and t not in self.queue]
+        self.queue += lost
+        return lost
+
+
+@pytest.mark.parametrize(
+    ("drop_at", "answer"),
+    [
+        (None, (7.0, ["t2"])),  # t1 began at 6, before the claim reached the node at 7
+        (6.5, (7.0, [])),  # the node is gone: nothing can be claimed
+    ],
+)
+def test_a_take_back_returns_what_is_unstarted_when_it_reaches_the_node(
+    monkeypatch: pytest.MonkeyPatch, drop_at: float | None, answer: tuple[float, list[str]]
+) -> None:
+    nodes = [plain("a", 1, 1.0, drop_at=drop_at), plain("b", 1, 1.0)]
+    s = scenario(nodes, [5.0, 5.0, 5.0], dispatch_s=1.0, s_per_byte=0.0, probe_every_s=10.0)
+    policy = ChunkThenTakeBack(ask_at=6.0)  # t0 computes from 1 to 6 (after a 1 s dispatch)
+    monkeypatch.setattr(sim, "make_policy", lambda name, scenario, **settings: policy)
+    result = sim.simulate(s, "scripted")
+    assert policy.answers == [answer]
+    # With t2 back, b runs it at once; otherwise the loss is found at the probe at 10, and
+    # b runs t1 and t2 side by side on its one core.
+    assert result.makespan == pytest.approx(13.0 if drop_at is None else 10.0 + 1 + 2 * 5.0)
+    assert result.duplicated_work == 0.0
+
+
+def test_giving_back_rescues_chunks_on_a_node_that_slowed() -> None:
+    # Chunks of half the work each: `a` slows soon after taking its own; without giving
+    # back, b idles while a grinds through it.
+    nodes = [plain("a", 2, 4.0, slow_at=3.0), plain("b", 2, 4.0)]
+    s = scenario(nodes, [1.0] * 300, probe_every_s=2.0, dispatch_s=0.5, s_per_byte=0.0)
+    kept = simulate(s, "edgectl-nodup", give_back=False, chunk_divisor=1.0)
+    given = simulate(s, "edgectl-nodup", chunk_divisor=1.0)
+    assert given.makespan < 0.5 * kept.makespan
+    assert given.ratio < 1.2
+    assert given.duplicated_work == 0.0

@@ -17,6 +17,7 @@ from edgectl.scheduler.model import (
     Plan,
     PlannedTask,
     SchedulerConfig,
+    TakeBack,
     TaskSpec,
     TaskStatus,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Plan",
     "PlannedTask",
     "SchedulerConfig",
+    "TakeBack",
     "TaskSpec",
     "TaskStatus",
     "explanation_to_dict",

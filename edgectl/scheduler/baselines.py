@@ -8,9 +8,9 @@ hand a lost node's unfinished tasks to the others, so that they always finish.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from edgectl.scheduler.model import Assignment, JobSpec, NodeState, TaskSpec
+from edgectl.scheduler.model import Assignment, JobSpec, NodeState, TakeBack, TaskSpec
 
 
 class _Baseline:
@@ -58,6 +58,14 @@ class _Baseline:
                 running.append(list(chunk))
                 out.append(Assignment(node, chunk))
         return out
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Never: what is dealt to a node stays there."""
+        return []
+
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """Nothing is ever asked back."""
+        return []
 
     def task_started(self, task_id: str, node: str, now: float) -> None:
         """Nothing to learn."""

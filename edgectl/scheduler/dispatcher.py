@@ -4,6 +4,13 @@ The executor and the simulator drive it the same way: tell it about nodes after 
 probe (`update_nodes`), add jobs, ask `assign(now)` for work whenever a slot may be free,
 and report what happened to each task. It never reads a clock, touches a file or draws
 a random number, so the same calls always give the same decisions.
+
+Giving back: a chunk's process takes its tasks one by one, claiming each before it
+starts. Ask `take_back(now)` as often as `assign`; for each `TakeBack`, claim its tasks
+on the node in one exec, then report the answer with `taken_back(request, returned,
+now)`: the tasks whose claim the controller won come back to the queue, the others run
+on. A chunk with a take-back in flight is asked nothing more and raced by no copy; a
+chunk holding nothing but the task it computes may be raced like a task sent alone.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from edgectl.scheduler.model import (
     JobStatus,
     NodeState,
     Plan,
+    TakeBack,
     TaskSpec,
     TaskStatus,
 )
@@ -33,7 +41,7 @@ from edgectl.scheduler.planning import (
     make_pool,
     probe_picks,
 )
-from edgectl.scheduler.rates import background_load
+from edgectl.scheduler.rates import background_load, remaining_time
 from edgectl.scheduler.speculation import (
     Straggler,
     copy_seconds,
@@ -113,6 +121,7 @@ class Dispatcher(SchedulerState):
         task.computed.clear()
         self._fail_streak[node] = 0
         losers = sorted(task.attempts)
+        self._settle_copies(task, losers, now)
         for other in losers:
             self._learn_from_loser(task, other, now)
             self._drop_attempt(task, other, now)
@@ -228,7 +237,75 @@ class Dispatcher(SchedulerState):
         self._lost[node] = now
         return requeued
 
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """The node answered a take-back: `returned` were not started and are queued again.
+
+        The other tasks of the request had started and run on in their chunk (report them
+        as usual). When the node could not be reached, call with nothing returned. Returns
+        the tasks queued again.
+        """
+        back = set(returned)
+        for chunk in self._chunks.get(request.node, []):
+            chunk.reclaiming.difference_update(request.task_ids)
+        queued = []
+        for task_id in request.task_ids:
+            if task_id not in back or request.node not in self._tasks[task_id].attempts:
+                continue
+            if self.task_returned(task_id, request.node, now) is TaskStatus.QUEUED:
+                queued.append(task_id)
+        return queued
+
     # ---- decisions ----------------------------------------------------------------------
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Tasks to claim back from running chunks that would end well after the rest.
+
+        The tasks asked for stay in their chunk until `taken_back` tells which came back;
+        meanwhile nothing else is asked of that chunk and no copy races it.
+        """
+        if not self.config.give_back or not any(
+            len(c.task_ids) > 1 for chunks in self._chunks.values() for c in chunks
+        ):
+            return []
+        views = self._views(now)
+        usable = [v for v in views.values() if not v.reasons]
+        fleet_rate = sum(v.slots * v.plan_rate for v in usable)
+        if fleet_rate <= 0:
+            return []
+        queued = sum(c.task.work for c in self._ready(views, now))
+        fluid = (queued + sum(v.queued_work for v in usable)) / fleet_rate
+        blocking = self._blocking_jobs()
+        job_work: dict[str, float] = {}
+        for chunk in (c for chunks in self._chunks.values() for c in chunks):
+            for task_id in chunk.task_ids:
+                spec = self._tasks[task_id].spec
+                job_work[spec.job_id] = job_work.get(spec.job_id, 0.0) + spec.work
+        # Giving back costs a round trip and a new dispatch elsewhere.
+        slack = 2 * self.config.dispatch_s
+        stretch = 1 + self.config.give_back_margin
+        requests = []
+        for name in sorted(self._chunks):
+            view = views.get(name)
+            if view is None or view.reasons:
+                continue  # unreachable, or lost: nothing can be claimed there
+            for chunk in self._chunks[name]:
+                if len(chunk.task_ids) < 2 or chunk.reclaiming:
+                    continue
+                expected_now, expected_then, elapsed = self._timing(chunk, view.plan_rate, now)
+                end = now + remaining_time(expected_now, expected_then, elapsed)
+                back = []
+                for task_id in chunk.task_ids[1:]:
+                    spec = self._tasks[task_id].spec
+                    end += spec.work / view.plan_rate
+                    left = fluid
+                    if spec.job_id in blocking:
+                        left = job_work[spec.job_id] / fleet_rate
+                    if end > now + slack + stretch * left:
+                        back.append(task_id)
+                if back:
+                    chunk.reclaiming.update(back)
+                    requests.append(TakeBack(name, tuple(back)))
+        return requests
 
     def assign(self, now: float) -> list[Assignment]:
         """Work for the free slots: probe tasks, planned chunks, then speculative copies."""
@@ -251,7 +328,7 @@ class Dispatcher(SchedulerState):
             done = self.done_work / self.total_work if self.total_work else 1.0
             share = max(self.config.early_copy_share, done)
             assignments += self._speculate(views, free, list(free), early, now, share)
-        for name, pick in probe_picks(views, free, candidates):
+        for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
             assignments.append(self._dispatch(name, [pick.task], now, views[name].rate))
             free[name] -= 1
         taken = {task_id for a in assignments for task_id in a.task_ids}
@@ -272,7 +349,11 @@ class Dispatcher(SchedulerState):
         floor = self.config.dispatch_s / self.config.max_dispatch_share
         target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
         placements, _ = list_schedule(
-            candidates, pools, self.config.transfer_s_per_byte, horizon=now + target
+            candidates,
+            pools,
+            self.config.transfer_s_per_byte,
+            horizon=now + target,
+            risk=self.config.finish_risk,
         )
         # Slots 0..free-1 of each pool are the ones free now.
         sequences: dict[tuple[str, int], list[Placement]] = {}
@@ -330,6 +411,25 @@ class Dispatcher(SchedulerState):
 
     # ---- internals ----------------------------------------------------------------------
 
+    def _settle_copies(self, task: TaskRecord, losers: list[str], now: float) -> None:
+        """A race is over: count what the losers computed instead of the copy's whole work."""
+        # At the rate their nodes were last known to work at, not lowered for lateness:
+        # an attempt that lost is slow, so this errs toward counting too much.
+        reserved = self._copy_reserved.pop(task.spec.id, None)
+        if reserved is None:
+            return
+        computed = 0.0
+        for node in losers:
+            started = task.attempts.get(node)
+            if started is None or node not in self._nodes:
+                continue
+            state = self._nodes[node]
+            background = self._background.get(node, 0.0)
+            slots = self._slots(state, background)
+            rate = self.rates.slot_rate(state, background, slots, self.config.min_free_share)
+            computed += min(task.spec.work, max(0.0, now - started) * rate)
+        self.duplicated_work += min(reserved, computed) - reserved
+
     def _learn_from_loser(self, task: TaskRecord, node: str, now: float) -> None:
         """Learn from an attempt a copy beat: its node is slower than we thought."""
         # Take the attempt as needing as long again as its overrun, as `remaining_time`
@@ -376,6 +476,7 @@ class Dispatcher(SchedulerState):
                 straggler, _ = choice
                 stragglers.remove(straggler)
                 self.duplicated_work += straggler.task.work
+                self._copy_reserved[straggler.task.id] = straggler.task.work
                 if view.disk_left is not None:
                     view.disk_left -= disk_need(straggler.task, view.has_inputs)
                 copy = self._dispatch(name, [straggler.task], now, view.plan_rate, straggler.node)
@@ -429,7 +530,7 @@ class Dispatcher(SchedulerState):
             expected_s={t.id: t.work / rate for t in tasks},
             measured=self.rates.observed(node) is not None,
             duplicate_of=duplicate_of,
-            single=len(tasks) == 1,
+            held={t.id for t in tasks},
         )
         self._chunks.setdefault(node, []).append(chunk)
         for spec in tasks:
@@ -447,6 +548,8 @@ class Dispatcher(SchedulerState):
         task.attempts.pop(node, None)
         chunks = self._chunks.get(node, [])
         for chunk in chunks:
+            chunk.held.discard(task.spec.id)
+            chunk.reclaiming.discard(task.spec.id)
             if task.spec.id in chunk.task_ids:
                 if chunk.task_ids[0] == task.spec.id:
                     chunk.since, chunk.transfer_s = now, 0.0

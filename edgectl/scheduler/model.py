@@ -39,20 +39,33 @@ class SchedulerConfig:
     max_fact_age_s: float = 300.0  # facts older than this make a node ineligible
     transfer_s_per_byte: float = 1 / 10e6  # seconds to push one byte to a node (10 MB/s)
     rate_smoothing: float = 0.3  # EWMA weight of the newest rate sample
-    # k in guided self-scheduling: chunk = remaining / (k x rate). A chunk is one process
-    # that no copy may race, so this also bounds the work a node that slows can hold up.
+    # k in guided self-scheduling: chunk = remaining / (k x rate). A chunk is one process;
+    # what a node that slows holds up is bounded by this, or by taking tasks back.
     chunk_divisor: float = 3.0
     dispatch_s: float = 0.1  # fixed seconds a chunk costs besides its work (start, fetch)
     max_dispatch_share: float = 0.1  # chunks last at least dispatch_s / this, when work allows
     straggler_factor: float = 2.0  # a task is late past this multiple of its expected time
+    # Two tasks of a node past `lag_factor` times their expected time at once: the node
+    # slowed. It is planned `lag_slowdown` times slower than its worst overrun, and its
+    # tasks past their expected time are late (a copy may race them).
+    lag_factor: float = 1.3
+    lag_slowdown: float = 2.0
+    finish_risk: float = 0.6  # slots compared by start + (1 + this) x expected compute
+    probe_largest: float = 2.0  # an unmeasured node's later probes: work <= this x quartile
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
     tail_margin: float = 0.25  # a straggler ending this much after all else is the tail
     duplicates: bool = True  # speculative copies at the tail
-    # A chunk runs as one process: only a chunk dispatched as a single task can be raced by
-    # a copy (killing the loser must not kill other tasks with it).
+    # A chunk runs as one process: a copy may race only a chunk down to the one task it
+    # computes (dispatched alone, or the rest given back or home), so that killing the
+    # loser kills nothing else.
     copy_single_task_chunks_only: bool = True
+    # Ask running chunks to give back tasks they have not started (`Dispatcher.take_back`)
+    # when they would end well after the fleet could finish the work left: the node
+    # slowed, or the chunk was cut too long for the tail.
+    give_back: bool = True
+    give_back_margin: float = 0.25  # "well after": by this share of the fleet's time left
     report_delay_s: float = 0.0  # events reach us this late (a poll interval): not lateness
     exclude_after_failures: int = 3  # consecutive task failures that exclude a node
     extra_slots: int = 1  # slots beyond free cores, so that uploads overlap computing
@@ -146,6 +159,17 @@ class Assignment:
     # A speculative copy: one task, racing the attempt running on this node; the first
     # result wins and `task_finished` names the attempts to cancel.
     duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class TakeBack:
+    """Claim back these tasks of the chunk running on `node`, if it has not started them."""
+
+    # One exec on the node claims each task's input the way the node's runner does before
+    # starting it; the tasks whose claim the controller won go back to the queue
+    # (`Dispatcher.taken_back`), the others run on in their chunk.
+    node: str
+    task_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class NodeView:
     queued_work: float  # work left in its running chunks
     has_inputs: frozenset[str]
     disk_left: int | None
+    lagging: bool = False  # several of its tasks late at once: it slowed down
 
 
 def make_pool(view: NodeView, now: float, extra_busy: Sequence[float] = ()) -> SlotPool:
@@ -94,9 +95,12 @@ def list_schedule(
     s_per_byte: float,
     disk_refusals: dict[str, str] | None = None,
     horizon: float | None = None,
+    risk: float = 0.0,
 ) -> tuple[list[Placement], dict[str, str]]:
     """Place candidates in the order given; return placements and why some could not go."""
     # With a `horizon`, stop once no slot frees before it: nothing more could start in time.
+    # Slots are compared by a late finish, start + transfer + (1 + risk) x compute: work
+    # estimates are off by a share of the work, so a slow slot's finish is the less certain.
     placements: list[Placement] = []
     unplaceable: dict[str, str] = {}
     holders: dict[str, list[str]] = {}  # input -> the pools' nodes that already have it
@@ -112,7 +116,7 @@ def list_schedule(
         for name, size in task.inputs.items():
             for node in holders.get(name, ()):
                 local[node] = local.get(node, 0) + size
-        best: tuple[float, float, float, SlotPool] | None = None
+        best: tuple[float, float, float, SlotPool, float] | None = None
         for name in candidate.nodes:
             pool = pools.get(name)
             if pool is None or pool.rate <= 0:
@@ -126,15 +130,16 @@ def list_schedule(
                     continue
             start = max(pool.avail[0][0], candidate.release)
             transfer = pushed * s_per_byte
-            finish = start + transfer + task.work / pool.rate
-            if best is None or finish < best[0]:
-                best = (finish, start, transfer, pool)
+            compute = task.work / pool.rate
+            risky = start + transfer + (1 + risk) * compute
+            if best is None or risky < best[0]:
+                best = (risky, start, transfer, pool, start + transfer + compute)
         if best is None:
             unplaceable[task.id] = (
                 "no eligible node has room for it" if candidate.nodes else "no eligible node"
             )
             continue
-        finish, start, transfer, pool = best
+        _, start, transfer, pool, finish = best
         _, slot = heapq.heappop(pool.avail)
         heapq.heappush(pool.avail, (finish, slot))
         placements.append(Placement(task, pool.node, slot, start, finish, transfer))
@@ -156,18 +161,24 @@ def cut_chunk(sequence: Sequence[Placement], now: float, target_s: float) -> lis
 
 
 def probe_picks(
-    views: dict[str, NodeView], free: dict[str, int], candidates: Sequence[Candidate]
+    views: dict[str, NodeView],
+    free: dict[str, int],
+    candidates: Sequence[Candidate],
+    largest: float = 2.0,
 ) -> list[tuple[str, Candidate]]:
     """For each free slot of a node not yet measured, a task near the queue's lower quartile."""
     # Small, so that a slow node is not handed a large task on a guess and its rate is
     # learned soon; alike, so that nodes report in order of speed and the first large
-    # tasks go to fast ones. Priority comes first: a probe never runs a lower-priority
-    # task while a higher one waits.
+    # tasks go to fast ones. Priority comes first: a node's first probe never runs a
+    # lower-priority task while a higher one waits; its other slots take no task over
+    # `largest` times the quartile (those wait for a node whose speed is known), so they
+    # may run smaller tasks of lower priority, or stay free.
     unknown = [n for n, v in views.items() if not v.observed and free.get(n)]
     if not unknown or not candidates:
         return []
     works = [c.task.work for c in candidates]
     size = statistics.quantiles(works, n=4)[0] if len(works) > 1 else works[0]
+    small = largest * size
 
     def closeness(c: Candidate) -> tuple[int, bool, float]:
         """The highest priority first, then near the size, then the nearest."""
@@ -184,10 +195,14 @@ def probe_picks(
             if not left[name]:
                 continue
             view = views[name]
+            first = left[name] == free[name]
             fits = [
                 c
                 for c in candidates
-                if name in c.nodes and c.task.id not in taken and fits_disk(c.task, view)
+                if name in c.nodes
+                and c.task.id not in taken
+                and fits_disk(c.task, view)
+                and (first or c.task.work <= small)
             ]
             if not fits:
                 left[name] = 0

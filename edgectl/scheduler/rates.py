@@ -91,7 +91,10 @@ class RateBook:
             return None
         count = self.samples.get(node, 1)
         fleet = statistics.median(self.rates[name] for name in sorted(self.rates))
-        return (count * learned + self.prior_weight * fleet) / (count + self.prior_weight)
+        pulled = (count * learned + self.prior_weight * fleet) / (count + self.prior_weight)
+        # Never pulled up: a node measured slow (say, one that just slowed down) is planned
+        # as slow, or it is handed work it would finish long after every other node.
+        return min(learned, pulled)
 
     def slot_rate(self, state: NodeState, background: float, slots: int, min_share: float) -> float:
         """The rate of one slot when all are busy: the per-core rate times the slot's share."""

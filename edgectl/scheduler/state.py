@@ -61,7 +61,14 @@ class ChunkRecord:
     expected_s: dict[str, float]  # task id -> compute seconds expected when dispatched
     measured: bool  # whether the node's rate was known then (else the expectation is a guess)
     duplicate_of: str | None = None
-    single: bool = True  # dispatched as one task (a copy may race it, its loser be killed)
+    # Its tasks the node still holds: not yet home, given back or dropped (computed ones
+    # included: their results are home only when the chunk's process has ended).
+    held: set[str] = field(default_factory=set)
+    reclaiming: set[str] = field(default_factory=set)  # asked back, answer not in yet
+
+    def raceable(self) -> bool:
+        """Whether killing the chunk's process would lose nothing but its current task."""
+        return len(self.task_ids) == 1 and not self.reclaiming and self.held <= {self.task_ids[0]}
 
 
 @dataclass
@@ -94,7 +101,10 @@ class SchedulerState:
         self._lost: dict[str, float] = {}
         self._job_reasons: dict[tuple[str, str], list[str]] = {}
         self.total_work = 0.0
+        # Work computed twice by copies and the attempts they raced, as far as we can tell:
+        # a copy's whole work while its race runs, what the loser computed once it is over.
         self.duplicated_work = 0.0
+        self._copy_reserved: dict[str, float] = {}  # task id -> counted for its race so far
         self.done_work = 0.0
 
     def job_status(self, job_id: str) -> JobStatus:
@@ -180,6 +190,7 @@ class SchedulerState:
         slots = self._slots(state, background)
         rate = self.rates.slot_rate(state, background, slots, config.min_free_share)
         plan_rate = rate
+        overruns = []
         for chunk in chunks:
             expected_now, expected_then, elapsed = self._timing(chunk, rate, now)
             if elapsed > expected_now and self._started(chunk) is not None:
@@ -187,6 +198,13 @@ class SchedulerState:
                 # its speed by the task's predicted duration, not just the time so far.
                 total = elapsed + remaining_time(expected_now, expected_then, elapsed)
                 plan_rate = min(plan_rate, self._tasks[chunk.task_ids[0]].spec.work / total)
+                overruns.append(elapsed / max(expected_then, 1e-9))
+        overruns.sort(reverse=True)
+        lagging = len(overruns) >= 2 and overruns[1] > config.lag_factor
+        if lagging:
+            # Several tasks late at once: the node itself slowed (estimates are off task by
+            # task, not all together). How much is unknown: assume a lot, until it shows.
+            plan_rate = min(plan_rate, rate / (config.lag_slowdown * overruns[0]))
         busy, queued = [], 0.0
         for chunk in chunks:
             expected_now, expected_then, elapsed = self._timing(chunk, plan_rate, now)
@@ -211,6 +229,7 @@ class SchedulerState:
             queued_work=queued,
             has_inputs=state.has_inputs,
             disk_left=disk_left,
+            lagging=lagging,
         )
 
     def _stragglers(self, views: dict[str, NodeView], now: float) -> list[Straggler]:
@@ -222,7 +241,7 @@ class SchedulerState:
         # `others_end_s`: when the other chunks that are on time should end.
         chunks: list[tuple[list[tuple[TaskRecord, float, float]], str, bool]] = []
         whole_only = self.config.copy_single_task_chunks_only
-        uncopyable: set[int] = set()  # chunks of several tasks, when those may not be raced
+        uncopyable: set[int] = set()  # chunks holding several tasks, when those may not be raced
         job_work: dict[str, float] = {}  # work left in running tasks, per job
         for name, node_chunks in self._chunks.items():
             view = views.get(name)
@@ -231,6 +250,8 @@ class SchedulerState:
             for chunk in node_chunks:
                 expected_now, expected_then, elapsed = self._timing(chunk, plan_rate, now)
                 late = max(elapsed, expected_now) > self.config.straggler_factor * expected_then
+                if view is not None and view.lagging and elapsed > expected_then:
+                    late = True
                 ahead = remaining_time(expected_now, expected_then, elapsed)
                 tasks = []
                 for index, task_id in enumerate(chunk.task_ids):
@@ -240,7 +261,7 @@ class SchedulerState:
                         ahead += task.spec.work / plan_rate
                     tasks.append((task, ahead, left))
                     job_work[task.spec.job_id] = job_work.get(task.spec.job_id, 0.0) + left
-                if whole_only and not chunk.single:
+                if whole_only and not chunk.raceable():
                     uncopyable.add(len(chunks))
                 chunks.append((tasks, name, late))
         on_time = sorted(
@@ -336,7 +357,9 @@ class SchedulerState:
         usable = list(pools)
         refusals: dict[str, str] = {}
         step = self.config.transfer_s_per_byte
-        placements, unplaceable = list_schedule(self._ready(views, now), pools, step, refusals)
+        placements, unplaceable = list_schedule(
+            self._ready(views, now), pools, step, refusals, risk=self.config.finish_risk
+        )
         ends: dict[str, float] = {}
         for name, chunks in self._chunks.items():
             if name in views:
@@ -357,7 +380,9 @@ class SchedulerState:
                     continue
                 release = max([now, *(ends.get(a, now) for a in after)])
                 keyed = sorted(self._job_candidates(job, usable, release), key=lambda p: p[0])
-                more, missed = list_schedule([c for _, c in keyed], pools, step, refusals)
+                more, missed = list_schedule(
+                    [c for _, c in keyed], pools, step, refusals, risk=self.config.finish_risk
+                )
                 placements += more
                 unplaceable.update(missed)
                 for placed in more:
