@@ -48,6 +48,7 @@ from edgectl.scheduler import (
     JobSpec,
     NodeState,
     SchedulerConfig,
+    Stall,
     TakeBack,
     TaskSpec,
 )
@@ -349,6 +350,18 @@ class _Fleet:
                 self.runs.remove(run)
         return returned
 
+    def end_stall(self, stall: Stall, dispatcher: Dispatcher, t: float) -> None:
+        """The controller ends a stalled chunk: what it computed of its task is lost."""
+        for run in [r for r in self.runs if r.node == stall.node and stall.task_id in r.tasks]:
+            if run.tasks[0] == stall.task_id and run.setup_left <= 0:
+                self.wasted_work += self.scenario.costs[stall.task_id] - run.work_left
+            self.runs.remove(run)
+            for task_id in run.tasks:
+                if task_id == stall.task_id:
+                    dispatcher.task_failed(task_id, stall.node, "stalled", t)
+                else:
+                    dispatcher.task_returned(task_id, stall.node, t)
+
     def cancel(self, task_id: str, node: str, t: float) -> None:
         """Drop a task from a node's run: a copy of it won elsewhere."""
         for run in list(self.runs):
@@ -393,6 +406,9 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
     while len(fleet.done) < len(scenario.tasks):
         for request in policy.take_back(t):
             fleet.claims.append((t + scenario.dispatch_s, request))
+        if isinstance(policy, Dispatcher):  # the same rule as the job engine's
+            for stall in policy.stalled(t):
+                fleet.end_stall(stall, policy, t)
         for assignment in policy.assign(t):
             fleet.start(assignment, t)
         rates = {name: fleet.rate(node, t) for name, node in nodes.items()}

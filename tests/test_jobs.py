@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 from edgectl import Fleet as EdgeFleet
 from edgectl.jobs.executor import ExecOptions
 from edgectl.jobs.model import JobState
+from edgectl.jobs.placement import scheduler_config
 from edgectl.jobs.service import Jobs
 from edgectl.scheduler import SchedulerConfig
 from tests.cli import run_cli
@@ -30,6 +32,10 @@ from tests.test_fleet_view import make_home
 pytestmark = pytest.mark.fleet
 
 FAST = ExecOptions(op_timeout=5.0, lease=4.0, poll_max=0.5)
+# A stalled task is ended after 3 s here (60 s by default).
+STALLS = replace(
+    FAST, scheduler=replace(scheduler_config(FAST.poll_max, FAST.reprobe_s), stall_min_s=3.0)
+)
 
 
 def make_inputs(directory: Path, count: int) -> list[Path]:
@@ -146,7 +152,7 @@ def test_hung_node_mid_job_and_the_job_still_completes(fleet_factory, tmp_path: 
     try:
         state = jobs.run(job.id, options=FAST)
     finally:
-        stopper.cancel()
+        stopper.join(timeout=35)
         for process in stopped:
             process.resume()
     assert state == JobState.DONE
@@ -294,3 +300,89 @@ def test_big_outputs_are_streamed_to_disk_and_small_ones_batched(
         big = (directory / f"{path.stem}.big").read_bytes()
         assert big == path.stem.encode() + b"\n" + b"x" * 300_000
     assert not list(directory.glob(".*"))  # no temp file left
+
+
+def test_a_stalled_node_gives_back_the_inputs_it_has_not_started(
+    fleet_factory, tmp_path: Path
+) -> None:
+    """A chunk of several inputs on n01 is stopped (SIGSTOP) in its first input while the
+    node's sshd still answers: its unstarted inputs are claimed back on the node and run on
+    n02; the input it was computing is then raced by a copy or ended as stalled."""
+    fleet = fleet_factory(2)
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 30)
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit(
+        "script", [str(tmp_path / "inputs")], selector="n*", params={"run": "sleep 0.4; " + UPPER}
+    )
+    stopped: list[int] = []
+    tasks_dir = Path(fleet.nodes[0].workdir) / "tasks"
+
+    def in_first_of_several(run: Path) -> bool:
+        """The runner has started its chunk's first input and has more to go."""
+        with contextlib.suppress(OSError):
+            inputs = run.joinpath("run.sh").read_text().count("mkdir claims/")
+            claimed = len(list(run.joinpath("claims").iterdir()))
+            return claimed == 1 and inputs > claimed and run.joinpath("pid").exists()
+        return False
+
+    def stall_n01() -> None:
+        deadline = time.monotonic() + 30
+        while not stopped and time.monotonic() < deadline:
+            for run in tasks_dir.glob("t*"):
+                if in_first_of_several(run):
+                    with contextlib.suppress(ProcessLookupError, ValueError, OSError):
+                        pid = int(run.joinpath("pid").read_text())
+                        os.killpg(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                        break
+            time.sleep(0.005)
+
+    stopper = threading.Thread(target=stall_n01, daemon=True)
+    stopper.start()
+    ended: list[JobState] = []
+    runner = threading.Thread(target=lambda: ended.append(jobs.run(job.id, options=STALLS)))
+    runner.start()
+    try:
+        runner.join(timeout=120)
+        if runner.is_alive():  # a hang: end it, then fail with what the job did
+            jobs.cancel(job.id)
+            runner.join(timeout=60)
+            events = "\n".join(e["text"] for e in jobs.logs(job.id))
+            pytest.fail(f"the job did not end within 120 s:\n{events}")
+    finally:
+        stopper.join(timeout=35)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+    [state] = ended
+    assert stopped, "no task of n01 was running when it was stalled"
+    assert state == JobState.DONE
+    check_results(home, job.id, inputs)
+    events = " ".join(e["text"] for e in jobs.logs(job.id))
+    assert "taken back before it started" in events
+    assert "a copy of" in events or "no progress for" in events
+    document = jobs.show(job.id)
+    done = [name for t in document["tasks"] if t["state"] == "done" for name in t["inputs"]]
+    assert len(done) == len(set(done)) == 30
+    assert not list(tasks_dir.glob("t*"))  # the stalled attempts were killed and removed
+
+
+def test_a_task_that_hangs_is_ended_and_fails_after_two_nodes(fleet: Fleet, tmp_path: Path) -> None:
+    """One input's command never ends (its node answers all along): it is ended as stalled,
+    tried on a second node, then failed with both reasons; the other inputs are done."""
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 8)
+    command = "case {stem} in in003) sleep 600 ;; esac; " + UPPER
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    state = jobs.run(job.id, options=STALLS)
+    assert state == JobState.FAILED
+    document = jobs.show(job.id)
+    [failed] = [t for t in document["tasks"] if t["state"] == "failed"]
+    assert failed["inputs"] == ["in003.txt"]
+    assert failed["error"].count("no progress for") == 2
+    done = sorted(name for t in document["tasks"] if t["state"] == "done" for name in t["inputs"])
+    assert done == [p.name for p in inputs if p.stem != "in003"]
+    for user_processes in (_ps_args(node.user) for node in fleet.nodes[:1]):
+        assert not [a for a in user_processes if "sleep 600" in a]

@@ -839,3 +839,32 @@ def lagging(**config: object) -> list[Assignment]:
 def test_a_node_with_several_tasks_late_at_once_has_them_copied_early() -> None:
     assert sorted(a.duplicate_of for a in lagging()) == ["a", "a"]
     assert lagging(lag_factor=2.0) == []  # one late task alone waits for straggler_factor
+
+
+def test_a_chunk_far_past_its_expected_time_is_stalled_with_everything_it_holds() -> None:
+    d = dispatcher(node("n", cores=1), rates={"n": 1.0}, extra_slots=0, stall_min_s=20.0)
+    d.add_job(JobSpec("j"), tasks("j", 40, work=5.0), NOW)
+    (a,) = d.assign(NOW)
+    assert len(a.task_ids) >= 2
+    first, second = a.task_ids[0], a.task_ids[1]
+    d.task_started(first, "n", NOW)
+    d.task_computed(first, "n", 5.0, NOW + 5)  # done, its result not home yet
+    d.task_started(second, "n", NOW + 5)
+    assert d.stalled(NOW + 20) == []  # 15 s into a 5 s task: within the least time
+    assert d.stalled(NOW + 50) == []  # 45 s: not yet 10 times its expected time
+    (stall,) = d.stalled(NOW + 60)
+    assert (stall.node, stall.task_id) == ("n", second)
+    assert set(stall.held) == set(a.task_ids)  # the computed one is lost with the process
+    d.task_failed(second, "n", "stalled", NOW + 60)
+    for task_id in stall.held:
+        if task_id != second:
+            d.task_returned(task_id, "n", NOW + 60)
+    assert d.stalled(NOW + 200) == []
+    assert {d.task_status(t) for t in a.task_ids} == {TaskStatus.QUEUED}
+
+
+def test_a_stalled_task_raced_by_a_copy_is_left_to_the_race() -> None:
+    d, late = straggling_with(stall_min_s=1.0, stall_factor=2.0)
+    copies = [c for c in d.assign(NOW + 50) if c.duplicate_of]
+    assert [c.task_ids for c in copies] == [(late,)]
+    assert all(s.task_id != late for s in d.stalled(NOW + 500))

@@ -12,14 +12,71 @@ from __future__ import annotations
 import time
 
 from edgectl.jobs import remote
-from edgectl.jobs.exec_state import NodeSlot, RunState
+from edgectl.jobs.exec_copies import Copies
+from edgectl.jobs.exec_state import ACTIVE, NodeSlot
 from edgectl.jobs.model import Task, TaskState
 from edgectl.jobs.placement import task_key
+from edgectl.scheduler import Stall, TakeBack
 from edgectl.transport import TransportError
 
 
-class TakeBack(RunState):
+class TakingBack(Copies):
     """Inputs given back by running tasks, and the tasks that hold them afterwards."""
+
+    def _take_backs(self) -> None:
+        """Ask the scheduler which unstarted inputs of running tasks to take back, and do it."""
+        for request in self.dispatcher.take_back(time.time()):
+            self._spawn(self._reclaim(request))
+
+    def _end_stalls(self) -> None:
+        """End the tasks the scheduler finds stalled: their inputs go elsewhere."""
+        now = time.time()
+        for stall in self.dispatcher.stalled(now):
+            self._end_stall(stall)
+        # A task that computed every input but never ends (stuck listing its outputs) has
+        # no chunk left in the scheduler: it is ended here, after the same least time.
+        for slot in self.nodes.values():
+            for task_id in sorted(slot.active):
+                task = self.tasks[task_id]
+                mark = self.progress.get(task_id)
+                keys = self._inputs_of(task)
+                if task.state != TaskState.RUNNING or mark is None or mark.done < len(keys):
+                    continue
+                if now - mark.since > self.dispatcher.config.stall_min_s:
+                    elapsed = now - mark.since
+                    self._end_stall(Stall(slot.node.name, "", tuple(keys), elapsed))
+
+    def _end_stall(self, stall: Stall) -> None:
+        slot = self.nodes[stall.node]
+        holders = {self.attempt.get((key, stall.node)) for key in stall.held} - {None}
+        task = self.tasks.get(holders.pop() or "") if len(holders) == 1 else None
+        now = time.time()
+        reason = f"no progress for {stall.elapsed_s:.0f} s: ended"
+        for key in stall.held:
+            self.attempt.pop((key, stall.node), None)
+            if key == stall.task_id:
+                self.dispatcher.task_failed(key, stall.node, reason, now)
+            else:
+                self.dispatcher.task_returned(key, stall.node, now)
+        if task is None or task.state.final:
+            return
+        self._stop(slot, task)
+        if task.attempts:
+            task.attempts[-1].error = reason
+            task.attempts[-1].finished = now
+        self._set(task, state=TaskState.QUEUED, node=None, pid=None, error=reason)
+        self.event(task.job_id, f"task {task.id} on {stall.node}: {reason}; placing it elsewhere")
+        self.wakeup.set()
+
+    async def _reclaim(self, request: TakeBack) -> None:
+        slot = self.nodes[request.node]
+        holders = {self.attempt.get((key, request.node)) for key in request.task_ids}
+        task = self.tasks.get(holders.pop() or "") if len(holders) == 1 else None
+        won: list[str] = []
+        if task is not None and task.state == TaskState.RUNNING and not slot.lost:
+            won = await self._take_back(task, slot, list(request.task_ids))
+        self.dispatcher.taken_back(request, won, time.time())
+        self.wakeup.set()
 
     async def _take_back(self, task: Task, slot: NodeSlot, keys: list[str]) -> list[str]:
         """Claim these inputs of the running task on its node; return the keys won."""
@@ -45,7 +102,8 @@ class TakeBack(RunState):
         if task.state != TaskState.RUNNING or task.attempts[-1] is not attempt:
             won = set()  # ended meanwhile: its report says what it skipped
         names = [attempt.inputs[j] for j in sorted(won) if j < len(attempt.inputs)]
-        self._give_back(task, slot, names, "taken back before it started")
+        # The scheduler hears of them from the caller (`Dispatcher.taken_back`).
+        self._give_back(task, slot, names, "taken back before it started", tell=False)
         return [task_key(task.job_id, n) for n in names]
 
     def _skipped(self, task: Task, slot: NodeSlot, report: remote.PollReport) -> None:
@@ -56,7 +114,9 @@ class TakeBack(RunState):
         names = [attempt.inputs[j] for j in sorted(report.skipped) if j < len(attempt.inputs)]
         self._give_back(task, slot, names, "skipped: taken back before it started")
 
-    def _give_back(self, task: Task, slot: NodeSlot, names: list[str], why: str) -> None:
+    def _give_back(
+        self, task: Task, slot: NodeSlot, names: list[str], why: str, tell: bool = True
+    ) -> None:
         """These inputs leave the task for a queued one of their own, and the queue."""
         held = {item["name"] for item in task.inputs}
         items = [item for item in task.inputs if item["name"] in names and item["name"] in held]
@@ -68,12 +128,22 @@ class TakeBack(RunState):
             key = task_key(task.job_id, item["name"])
             self.holder[key] = back.id
             self.attempt.pop((key, slot.node.name), None)
-            self.dispatcher.task_returned(key, slot.node.name, now)
+            if tell:
+                self.dispatcher.task_returned(key, slot.node.name, now)
         left = [i for i in task.inputs if i not in items]
         if left:
             self._set(task, inputs=left)
-        else:  # it still runs (ending soon); the job counts the task that holds them now
-            self._set(task, inputs=[], moved_to=back.id)
+        else:  # it holds nothing now: its attempt ends here
+            if task.state in ACTIVE:
+                self._stop(slot, task)
+            self._set(
+                task,
+                inputs=[],
+                moved_to=back.id,
+                state=TaskState.CANCELLED,
+                finished=now,
+                error=f"its inputs were taken back and placed again in task {back.id}",
+            )
         self.event(
             task.job_id,
             f"task {task.id} on {slot.node.name}: {len(items)} input(s) {why}, now in {back.id}",

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from edgectl.jobs import remote
-from edgectl.jobs.exec_copies import Copies, kill_task
+from edgectl.jobs.exec_copies import kill_task
 from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import NodeSlot, Progress
-from edgectl.jobs.exec_takeback import TakeBack
+from edgectl.jobs.exec_takeback import TakingBack
 from edgectl.jobs.model import Attempt, Task, TaskState
 from edgectl.jobs.results import ResultError, store_file, store_output, temp_path
 from edgectl.scheduler import TaskStatus
@@ -41,7 +41,7 @@ def uploading(task: Task, attempt: Attempt) -> bool:
     return task.state == TaskState.UPLOADING and task.attempts[-1] is attempt
 
 
-class TaskLife(Setbacks, Copies, TakeBack):
+class TaskLife(Setbacks, TakingBack):
     """Starts a task on its node and brings its outputs home when it finishes."""
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:
@@ -128,16 +128,8 @@ class TaskLife(Setbacks, Copies, TakeBack):
         if task.state != TaskState.RUNNING:
             return
         self._skipped(task, slot, report)
-        if not task.inputs:  # every input was taken back before it started
-            slot.active.discard(task.id)
-            slot.cleanup.append(task.run_name())
-            self._set(
-                task,
-                state=TaskState.CANCELLED,
-                finished=time.time(),
-                error="its inputs were taken back and placed again",
-            )
-            return
+        if task.state != TaskState.RUNNING:
+            return  # every input was taken back before it started: it ended there
         keys = self._inputs_of(task)
         if report.exit_status == 0 and not report.error:
             self._computed(task, slot, len(keys))  # timed before the download

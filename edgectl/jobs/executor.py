@@ -145,6 +145,8 @@ class Executor(Placing, Polling):
                     await self._cancel(run)
             self._strand()
             self._place()
+            self._take_backs()
+            self._end_stalls()
             self._due_polls()
             if self.prober is not None and now - self.last_probe > self.options.reprobe_s:
                 self.last_probe = now

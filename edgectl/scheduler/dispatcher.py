@@ -28,6 +28,7 @@ from edgectl.scheduler.model import (
     JobStatus,
     NodeState,
     Plan,
+    Stall,
     TakeBack,
     TaskSpec,
     TaskStatus,
@@ -306,6 +307,29 @@ class Dispatcher(SchedulerState):
                     chunk.reclaiming.update(back)
                     requests.append(TakeBack(name, tuple(back)))
         return requests
+
+    def stalled(self, now: float) -> list[Stall]:
+        """Chunks far past what was expected of them that no copy races: to be ended.
+
+        For each, the executor kills the chunk's process and reports its current task
+        with `task_failed` (it failed on that node) and the rest with `task_returned`.
+        """
+        found = []
+        for name in sorted(self._chunks):
+            # The node's rate as measured, not as planned: a lagging node is planned slower
+            # the longer its task overruns, which would keep a hung task "on time" for ever.
+            rate = self._view(name, now).rate if name in self._nodes else self.rates.unit()
+            for chunk in self._chunks[name]:
+                if not chunk.task_ids or chunk.reclaiming:
+                    continue
+                current = self._tasks[chunk.task_ids[0]]
+                if len(current.attempts) != 1:
+                    continue  # a copy races it: the first result settles it
+                expected, _, elapsed = self._timing(chunk, rate, now)
+                if elapsed > max(self.config.stall_min_s, self.config.stall_factor * expected):
+                    held = tuple(sorted(chunk.held | set(chunk.task_ids)))
+                    found.append(Stall(name, current.spec.id, held, elapsed))
+        return found
 
     def assign(self, now: float) -> list[Assignment]:
         """Work for the free slots: probe tasks, planned chunks, then speculative copies."""

@@ -66,6 +66,11 @@ class SchedulerConfig:
     # slowed, or the chunk was cut too long for the tail.
     give_back: bool = True
     give_back_margin: float = 0.25  # "well after": by this share of the fleet's time left
+    # A chunk whose current task runs this many times longer than expected (and at least
+    # stall_min_s) with no copy racing it is stalled (a hung process, a dead mount): it is
+    # ended, its current task counts as failed on that node, the rest go back to the queue.
+    stall_factor: float = 10.0
+    stall_min_s: float = 60.0
     report_delay_s: float = 0.0  # events reach us this late (a poll interval): not lateness
     exclude_after_failures: int = 3  # consecutive task failures that exclude a node
     extra_slots: int = 1  # slots beyond free cores, so that uploads overlap computing
@@ -159,6 +164,16 @@ class Assignment:
     # A speculative copy: one task, racing the attempt running on this node; the first
     # result wins and `task_finished` names the attempts to cancel.
     duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A chunk on `node` that stopped getting anywhere: end it and place its tasks again."""
+
+    node: str
+    task_id: str  # the task it was computing: counted as failed there
+    held: tuple[str, ...]  # every task the chunk's process holds (its computed ones too)
+    elapsed_s: float
 
 
 @dataclass(frozen=True)
