@@ -386,3 +386,23 @@ def test_a_task_that_hangs_is_ended_and_fails_after_two_nodes(fleet: Fleet, tmp_
     assert done == [p.name for p in inputs if p.stem != "in003"]
     for user_processes in (_ps_args(node.user) for node in fleet.nodes[:1]):
         assert not [a for a in user_processes if "sleep 600" in a]
+
+
+def test_a_runner_stuck_after_its_last_input_is_ended(fleet: Fleet, tmp_path: Path) -> None:
+    """The command of one input is done but leaves a sparse 1 TB output: the runner would
+    checksum it for many minutes before it reports. It is ended like a hung task."""
+    home = make_home(tmp_path, fleet)
+    make_inputs(tmp_path / "inputs", 3)
+    command = "case {stem} in in001) truncate -s 1T out/{stem}.big ;; esac; " + UPPER
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    started = time.monotonic()
+    state = jobs.run(job.id, options=STALLS)
+    assert state == JobState.FAILED
+    assert time.monotonic() - started < 90
+    document = jobs.show(job.id)
+    [failed] = [t for t in document["tasks"] if t["state"] == "failed"]
+    assert failed["inputs"] == ["in001.txt"]
+    assert failed["error"].count("no progress for") == 2
+    for node in fleet.nodes:
+        assert not [a for a in _ps_args(node.user) if "sha256sum" in a]

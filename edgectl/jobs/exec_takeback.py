@@ -42,9 +42,10 @@ class TakingBack(Copies):
                 keys = self._inputs_of(task)
                 if task.state != TaskState.RUNNING or mark is None or mark.done < len(keys):
                     continue
-                if now - mark.since > self.dispatcher.config.stall_min_s:
-                    elapsed = now - mark.since
-                    self._end_stall(Stall(slot.node.name, "", tuple(keys), elapsed))
+                if keys and now - mark.since > self.dispatcher.config.stall_min_s:
+                    # Its last input counts as failed there (twice: failed for good).
+                    stall = Stall(slot.node.name, keys[-1], tuple(keys), now - mark.since)
+                    self._end_stall(stall)
 
     def _end_stall(self, stall: Stall) -> None:
         slot = self.nodes[stall.node]
