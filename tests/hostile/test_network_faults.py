@@ -126,8 +126,17 @@ def fetching(user: str) -> bool:
     return False
 
 
-def pull_with_fault(fleet: Fleet, tmp_path: Path, sig: int) -> tuple[JobState, dict, Path]:
-    """A job on n01 then n02; while n01's results are downloading, its sshd sessions get `sig`."""
+def streaming(results: Path) -> bool:
+    """Whether a big output is being streamed into a temp file under the results root."""
+    return any(p.stat().st_size > 0 for p in results.glob("*/.*.part*") if p.is_file())
+
+
+def pull_with_fault(
+    fleet: Fleet, tmp_path: Path, sig: int, streamed: bool
+) -> tuple[JobState, dict, Path]:
+    """A job on n01 then n02; while n01's results are downloading, its sshd sessions get `sig`.
+
+    The 32 MB output comes in one exec (`cat` on the node), or `streamed` to a temp file."""
     home = fleet_home(tmp_path / "home", fleet)
     inputs = tmp_path / "inputs"
     inputs.mkdir(parents=True)
@@ -139,7 +148,9 @@ def pull_with_fault(fleet: Fleet, tmp_path: Path, sig: int) -> tuple[JobState, d
 
     def strike() -> None:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not fetching(fleet.nodes[0].user or ""):
+        while time.monotonic() < deadline:
+            if streaming(home / "results") if streamed else fetching(fleet.nodes[0].user or ""):
+                break
             time.sleep(0.002)
         for process in session_processes(fleet, 0):
             try:
@@ -150,7 +161,10 @@ def pull_with_fault(fleet: Fleet, tmp_path: Path, sig: int) -> tuple[JobState, d
 
     striker = threading.Thread(target=strike, daemon=True)
     striker.start()
-    options = ExecOptions(op_timeout=3.0, lease=2.0, poll_max=0.2, max_file=40 << 20)
+    batch = 16 << 20 if streamed else 64 << 20
+    options = ExecOptions(
+        op_timeout=3.0, lease=2.0, poll_max=0.2, max_file=40 << 20, fetch_batch=batch
+    )
     try:
         state = jobs.run(job.id, options=options)
     finally:
@@ -164,6 +178,7 @@ def pull_with_fault(fleet: Fleet, tmp_path: Path, sig: int) -> tuple[JobState, d
     return state, jobs.show(job.id), home
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["one exec", "streamed"])
 @pytest.mark.parametrize(
     ("sig", "fault"),
     [
@@ -172,14 +187,16 @@ def pull_with_fault(fleet: Fleet, tmp_path: Path, sig: int) -> tuple[JobState, d
     ],
 )
 def test_a_stall_or_reset_mid_pull_records_no_partial_result(
-    fleet_factory, figures: Figures, tmp_path: Path, sig: int, fault: str
+    fleet_factory, figures: Figures, tmp_path: Path, sig: int, fault: str, streamed: bool
 ) -> None:
     fleet: Fleet = fleet_factory(2)
     # The strike races a transfer of a fraction of a second: a round it missed (the task
     # done on n01, untouched) proves nothing, so up to three rounds are run.
     for round_number in range(3):
         started = time.monotonic()
-        state, document, home = pull_with_fault(fleet, tmp_path / f"round{round_number}", sig)
+        state, document, home = pull_with_fault(
+            fleet, tmp_path / f"round{round_number}", sig, streamed
+        )
         if [a["node"] for a in document["tasks"][0]["attempts"]] != ["n01"]:
             break
     took = time.monotonic() - started
@@ -195,7 +212,7 @@ def test_a_stall_or_reset_mid_pull_records_no_partial_result(
         and verified
         and took < 30
     )
-    figures.fault(fault, ok)
+    figures.fault(f"{fault} ({'streamed' if streamed else 'one exec'})", ok)
     assert state == JobState.DONE, task
     assert struck, task["attempts"]  # the fault hit n01 mid-pull; n02 did the work
     assert names == ["a.up", "big", "manifest.json"]  # no .part left, nothing twice
