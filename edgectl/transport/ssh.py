@@ -210,6 +210,15 @@ def sftp_path(remote: str) -> str:
     return remote
 
 
+def _quiet_lost_reads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop "never retrieved" errors of SFTP reads cut off with their channel."""
+    lost = isinstance(
+        context.get("exception"), asyncssh.SFTPConnectionLost | asyncssh.ConnectionLost
+    )
+    if not (lost and "never retrieved" in str(context.get("message", ""))):
+        loop.default_exception_handler(context)
+
+
 class SSHConnection(Connection):
     """One asyncssh connection to one node."""
 
@@ -331,8 +340,19 @@ class SSHConnection(Connection):
 
     async def _get(self, path: str, shown: str, local: Path, max_size: int) -> int:
         """Download over a fresh SFTP channel."""
-        async with self._conn.start_sftp_client() as sftp:
+        sftp = await self._conn.start_sftp_client()
+        try:
             return await self._download(sftp, path, shown, local, max_size)
+        except BaseException:
+            # The reads in flight end with the channel; what they raise is not news.
+            loop = asyncio.get_running_loop()
+            if loop.get_exception_handler() is None:
+                loop.set_exception_handler(_quiet_lost_reads)
+            raise
+        finally:
+            # Closed without waiting for the node: a stalled one would hold a timed-out
+            # download here until the connection's keepalive gave up on it.
+            sftp.exit()
 
     async def _download(
         self, sftp: asyncssh.SFTPClient, path: str, shown: str, local: Path, max_size: int
@@ -349,15 +369,17 @@ class SSHConnection(Connection):
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with sftp.open(path, "rb") as remote_file:
-                    # Bounded: each pass adds at least one byte, and we stop past max_size.
-                    while chunk := cast(bytes, await remote_file.read(SFTP_CHUNK)):
-                        size += len(chunk)
-                        if size > max_size:
-                            raise TransportError(
-                                "error", f"{self.node_name}: {shown} grew over {max_size} bytes"
-                            )
-                        out.write(chunk)
+                # Not closed on failure: the channel's exit (see _get) ends it, unwaited.
+                remote_file = await sftp.open(path, "rb")
+                # Bounded: each pass adds at least one byte, and we stop past max_size.
+                while chunk := cast(bytes, await remote_file.read(SFTP_CHUNK)):
+                    size += len(chunk)
+                    if size > max_size:
+                        raise TransportError(
+                            "error", f"{self.node_name}: {shown} grew over {max_size} bytes"
+                        )
+                    out.write(chunk)
+                await remote_file.close()
             os.replace(temp, local)
         except BaseException:
             with contextlib.suppress(OSError):
