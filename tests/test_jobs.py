@@ -159,7 +159,9 @@ def test_hung_node_mid_job_and_the_job_still_completes(fleet_factory, tmp_path: 
     assert time.monotonic() - started < 60
     check_results(home, job.id, inputs)
     events = " ".join(e["text"] for e in jobs.logs(job.id))
-    assert "n01" in events and ("lost" in events or "taken back" in events)
+    # Its work went elsewhere: the node lost after its lease, or a late task copied first.
+    moved = ("lost", "taken back", "late on n01")
+    assert "n01" in events and any(word in events for word in moved)
 
 
 def _ps_args(user: str) -> list[str]:
