@@ -59,17 +59,9 @@ class Copies(RunState):
         holder = self.tasks[holder_id]
         if holder.state != TaskState.QUEUED:
             return
-        left = [i for i in holder.inputs if task_key(holder.job_id, i["name"]) != key]
-        if left:
-            self._set(holder, inputs=left)
-        else:
-            self._set(
-                holder,
-                inputs=[],
-                moved_to=winner.id,
-                state=TaskState.CANCELLED,
-                error=f"its input was done by task {winner.id}",
-            )
+        gone = {i["name"] for i in holder.inputs if task_key(holder.job_id, i["name"]) == key}
+        if gone:
+            self._release(holder, gone, winner.id, f"its input was done by task {winner.id}")
 
     def _stop(self, slot: NodeSlot, task: Task) -> None:
         """Kill a task's attempt on its node and remove its directory there."""

@@ -158,16 +158,8 @@ class Placing(TaskLife):
             if previous is None or previous == task.id:
                 continue
             old = self.tasks[previous]
-            left = [i for i in old.inputs if task_key(old.job_id, i["name"]) not in moved]
-            if len(left) != len(old.inputs):
-                if left:
-                    self._set(old, inputs=left)
-                else:
-                    self._set(
-                        old,
-                        inputs=[],
-                        moved_to=task.id,
-                        state=TaskState.CANCELLED,
-                        error=f"its inputs were placed again in task {task.id}",
-                    )
+            gone = {i["name"] for i in old.inputs if task_key(old.job_id, i["name"]) in moved}
+            if gone:
+                why = f"its inputs were placed again in task {task.id}"
+                self._release(old, gone, task.id, why)
         return task

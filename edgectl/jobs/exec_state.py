@@ -154,6 +154,15 @@ class RunState:
             self.changes, self.new_tasks, self.events = {}, [], []
         self.last_flush = self.clock()
 
+    def _release(self, task: Task, gone: set[str], to: str, why: str, **fields: Any) -> None:
+        """These inputs (by name) now belong to task `to`: the task keeps the rest, or ends
+        cancelled, holding nothing, its inputs moved to `to`."""
+        left = [i for i in task.inputs if i["name"] not in gone]
+        if left:
+            self._set(task, inputs=left)
+        else:
+            self._set(task, inputs=[], moved_to=to, state=TaskState.CANCELLED, error=why, **fields)
+
     def _inputs_of(self, task: Task) -> list[str]:
         return [task_key(task.job_id, i["name"]) for i in task.inputs]
 

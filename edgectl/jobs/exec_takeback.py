@@ -131,20 +131,10 @@ class TakingBack(Copies):
             self.attempt.pop((key, slot.node.name), None)
             if tell:
                 self.dispatcher.task_returned(key, slot.node.name, now)
-        left = [i for i in task.inputs if i not in items]
-        if left:
-            self._set(task, inputs=left)
-        else:  # it holds nothing now: its attempt ends here
-            if task.state in ACTIVE:
-                self._stop(slot, task)
-            self._set(
-                task,
-                inputs=[],
-                moved_to=back.id,
-                state=TaskState.CANCELLED,
-                finished=now,
-                error=f"its inputs were taken back and placed again in task {back.id}",
-            )
+        if len(items) == len(task.inputs) and task.state in ACTIVE:
+            self._stop(slot, task)  # it holds nothing now: its attempt ends here
+        ended = f"its inputs were taken back and placed again in task {back.id}"
+        self._release(task, {i["name"] for i in items}, back.id, ended, finished=now)
         self.event(
             task.job_id,
             f"task {task.id} on {slot.node.name}: {len(items)} input(s) {why}, now in {back.id}",
