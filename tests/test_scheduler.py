@@ -66,6 +66,13 @@ def dispatcher(
     return d
 
 
+def one_slot_pair(first: str, second: str, **config: object) -> Dispatcher:
+    """Two one-core nodes of the same learned rate, one slot each."""
+    rates = {first: 1.0, second: 1.0}
+    nodes = (node(first, cores=1), node(second, cores=1))
+    return dispatcher(*nodes, rates=rates, extra_slots=0, **config)
+
+
 def finish(d: Dispatcher, assignment: Assignment, now: float, seconds: float = 1.0) -> float:
     """Report every task of an assignment done, one after the other; return the end time."""
     for task_id in assignment.task_ids:
@@ -362,14 +369,7 @@ def test_tasks_of_a_lost_node_are_placed_elsewhere() -> None:
 
 def straggling(cap: float = 0.10, **config: Any) -> tuple[Dispatcher, str]:
     """Two observed nodes, each with a task of 10 units; `fast` has finished its own."""
-    d = dispatcher(
-        node("slow", cores=1),
-        node("fast", cores=1),
-        rates={"slow": 1.0, "fast": 1.0},
-        extra_slots=0,
-        duplicate_work_cap=cap,
-        **config,
-    )
+    d = one_slot_pair("slow", "fast", duplicate_work_cap=cap, **config)
     d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
     batch = {a.node: a for a in d.assign(NOW)}
     for a in batch.values():
@@ -398,13 +398,7 @@ def test_copies_stay_within_the_cap() -> None:
 
 
 def test_no_copy_of_a_late_task_that_will_not_be_the_last_to_end() -> None:
-    d = dispatcher(
-        node("slow", cores=1),
-        node("fast", cores=1),
-        rates={"slow": 1.0, "fast": 1.0},
-        extra_slots=0,
-        chunk_divisor=1000,  # one task per chunk
-    )
+    d = one_slot_pair("slow", "fast", chunk_divisor=1000)  # one task per chunk
     d.add_job(JobSpec("j"), tasks("j", 40, work=10), NOW)
     batch = {a.node: a for a in d.assign(NOW)}
     d.task_started(batch["slow"].task_ids[0], "slow", NOW)
@@ -625,14 +619,8 @@ def test_a_cancelled_job_returns_its_running_attempts_and_fails_jobs_after_it() 
 
 
 def test_a_chunk_of_several_tasks_is_never_raced_by_a_copy() -> None:
-    d = dispatcher(
-        node("slow", cores=1),
-        node("fast", cores=1),
-        rates={"slow": 1.0, "fast": 1.0},
-        extra_slots=0,
-        duplicate_work_cap=1.0,
-        chunk_divisor=0.01,  # everything in one chunk per slot
-    )
+    # Everything in one chunk per slot.
+    d = one_slot_pair("slow", "fast", duplicate_work_cap=1.0, chunk_divisor=0.01)
     d.add_job(JobSpec("j"), tasks("j", 6, work=10), NOW)
     batch = {a.node: a for a in d.assign(NOW)}
     assert len(batch["slow"].task_ids) > 1
@@ -643,29 +631,11 @@ def test_a_chunk_of_several_tasks_is_never_raced_by_a_copy() -> None:
 
 def test_news_arriving_a_poll_late_is_not_taken_for_lateness() -> None:
     def late_copies(delay: float) -> list[Assignment]:
-        d, _ = straggling_with(report_delay_s=delay)
+        d, _ = straggling(0.5, report_delay_s=delay)
         return [a for a in d.assign(NOW + 50) if a.duplicate_of]
 
     assert late_copies(0.0)
     assert late_copies(60.0) == []
-
-
-def straggling_with(**config: object) -> tuple[Dispatcher, str]:
-    """As `straggling`, with more settings."""
-    d = dispatcher(
-        node("slow", cores=1),
-        node("fast", cores=1),
-        rates={"slow": 1.0, "fast": 1.0},
-        extra_slots=0,
-        duplicate_work_cap=0.5,
-        **config,
-    )
-    d.add_job(JobSpec("j"), tasks("j", 2, work=10), NOW)
-    batch = {a.node: a for a in d.assign(NOW)}
-    for a in batch.values():
-        d.task_started(a.task_ids[0], a.node, NOW)
-    d.task_finished(batch["fast"].task_ids[0], "fast", 10.0, NOW + 10)
-    return d, batch["slow"].task_ids[0]
 
 
 def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() -> None:
@@ -681,14 +651,7 @@ def test_a_probe_of_an_unknown_node_never_takes_a_lower_priority_task_first() ->
 
 def behind(**config: object) -> tuple[Dispatcher, Assignment, Assignment]:
     """Two one-slot nodes, each given a chunk of three; `a`'s first task then runs 4x late."""
-    d = dispatcher(
-        node("a", cores=1),
-        node("b", cores=1),
-        rates={"a": 1.0, "b": 1.0},
-        extra_slots=0,
-        chunk_divisor=0.01,  # everything in one chunk per slot
-        **config,
-    )
+    d = one_slot_pair("a", "b", chunk_divisor=0.01, **config)  # one chunk per slot
     d.add_job(JobSpec("j"), tasks("j", 6, work=10), NOW)
     batch = {a.node: a for a in d.assign(NOW)}
     assert [len(batch[n].task_ids) for n in "ab"] == [3, 3]
@@ -744,14 +707,7 @@ def test_a_chunks_last_task_is_copied_only_after_the_rest_came_back() -> None:
 
 def test_a_chunk_with_a_computed_task_not_home_is_not_raced() -> None:
     # Its computed result comes home with the chunk's process: killing it would lose it.
-    d = dispatcher(
-        node("a", cores=1),
-        node("b", cores=1),
-        rates={"a": 1.0, "b": 1.0},
-        extra_slots=0,
-        chunk_divisor=0.01,
-        duplicate_work_cap=1.0,
-    )
+    d = one_slot_pair("a", "b", chunk_divisor=0.01, duplicate_work_cap=1.0)
     d.add_job(JobSpec("j"), tasks("j", 4, work=10), NOW)
     batch = {x.node: x for x in d.assign(NOW)}
     first, last = batch["a"].task_ids
@@ -864,7 +820,7 @@ def test_a_chunk_far_past_its_expected_time_is_stalled_with_everything_it_holds(
 
 
 def test_a_stalled_task_raced_by_a_copy_is_left_to_the_race() -> None:
-    d, late = straggling_with(stall_min_s=1.0, stall_factor=2.0)
+    d, late = straggling(0.5, stall_min_s=1.0, stall_factor=2.0)
     copies = [c for c in d.assign(NOW + 50) if c.duplicate_of]
     assert [c.task_ids for c in copies] == [(late,)]
     assert all(s.task_id != late for s in d.stalled(NOW + 500))
