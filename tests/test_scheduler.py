@@ -25,6 +25,7 @@ from edgectl.scheduler import (
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
 from edgectl.scheduler.planning import Candidate, SlotPool, list_schedule
 from edgectl.scheduler.rates import RateBook
+from edgectl.scheduler.speculation import Straggler, expected_waste
 
 NOW = 1000.0
 MB = 1_000_000
@@ -392,9 +393,46 @@ def test_a_late_task_is_copied_to_an_idle_node_at_the_tail() -> None:
 
 
 def test_copies_stay_within_the_cap() -> None:
-    d, _ = straggling(cap=0.10)  # 10% of 20 work units: a 10-unit copy does not fit
+    d, _ = straggling(cap=0.10)  # 10% of 20 work units: the copy's waste does not fit
     assert d.assign(NOW + 50) == []
     assert d.duplicated_work == 0.0
+
+
+def test_a_copy_bigger_than_the_budget_goes_when_what_it_would_waste_fits() -> None:
+    # 40% of 20 units is 8: less than the 10-unit task, but the copy would waste only what
+    # the original computed, about 5.6 units by now plus its slow progress during the copy.
+    d, late = straggling(cap=0.40)
+    (copy,) = d.assign(NOW + 50)
+    assert copy == Assignment("fast", (late,), duplicate_of="slow")
+    assert d.duplicated_work <= 8.0
+
+
+def test_the_late_tail_of_a_job_others_wait_for_may_spend_the_whole_budget() -> None:
+    # Queued work of another job keeps every slot wanted, so the copy is an early one; the
+    # late task holds up job `b`, so it may use the whole cap (15% of 60 units is 9), not
+    # the quarter kept for other early copies.
+    d = one_slot_pair("slow", "fast", duplicate_work_cap=0.15)
+    d.add_job(JobSpec("a", priority=5), tasks("a", 1), NOW)
+    d.add_job(JobSpec("b", after=("a",)), tasks("b", 1), NOW)
+    d.add_job(JobSpec("c"), tasks("c", 4), NOW)
+    batch = {x.node: x for x in d.assign(NOW)}
+    assert batch["slow"].task_ids == ("a-000",)
+    for x in batch.values():
+        d.task_started(x.task_ids[0], x.node, NOW)
+    d.task_finished(batch["fast"].task_ids[0], "fast", 10.0, NOW + 10)
+    copies = [x for x in d.assign(NOW + 50) if x.duplicate_of]
+    assert copies == [Assignment("fast", ("a-000",), duplicate_of="slow")]
+    assert 2.25 < d.duplicated_work <= 9.0
+
+
+def test_expected_waste_is_the_originals_work_until_the_copy_ends() -> None:
+    task = TaskSpec("t", "j", {}, work=100.0)
+    # 40 units left, 80 s to go: 0.5 unit/s. A 20 s copy wastes the 60 done and 10 more.
+    slowed = Straggler(task, "n", remaining_s=80.0, seq=0, work_left=40.0)
+    assert expected_waste(slowed, 20.0) == pytest.approx(70.0)
+    assert expected_waste(slowed, 200.0) == 100.0  # never more than the whole task
+    due = Straggler(task, "n", remaining_s=0.0, seq=0, work_left=0.0)
+    assert expected_waste(due, 20.0) == 100.0
 
 
 def test_no_copy_of_a_late_task_that_will_not_be_the_last_to_end() -> None:
@@ -726,7 +764,9 @@ def test_a_chunk_with_a_computed_task_not_home_is_not_raced() -> None:
 def test_a_race_the_original_wins_counts_only_what_the_copy_computed() -> None:
     d, late = straggling(cap=0.5)
     (copy,) = d.assign(NOW + 50)
-    assert d.duplicated_work == 10.0  # the copy's whole work while the race runs
+    # While the race runs: what the original is expected to have computed for nothing by
+    # the time the copy ends, less than the task's whole 10 units.
+    assert 5.0 < d.duplicated_work < 10.0
     d.task_started(late, copy.node, NOW + 50)
     assert d.task_finished(late, "slow", 52.0, NOW + 52) == ["fast"]
     assert d.duplicated_work == pytest.approx(2.0, rel=0.1)  # 2 s at fast's rate of ~1 unit/s

@@ -47,6 +47,7 @@ from edgectl.scheduler.speculation import (
     Straggler,
     copy_seconds,
     critical,
+    expected_waste,
     pick_duplicate,
     soonest_copy,
 )
@@ -345,13 +346,18 @@ class Dispatcher(SchedulerState):
         if self.config.duplicates:
             running = self._stragglers(views, now)
             urgent = critical(views, candidates, running, self.config.tail_margin)
-        early = [s for s in urgent if s.late or s.blocks_job]
-        if early:
-            # These copies take a slot from queued work: they may spend only part of the
-            # budget, the rest is kept for the tail, where idle slots make copies cheap.
+        # The tail of a job others wait for holds them all up: its copies may spend the
+        # whole budget. Copies of other late tasks take a slot from queued work: they may
+        # spend only part of it, the rest is kept for the tail, where idle slots make
+        # copies cheap.
+        blocking = [s for s in urgent if s.blocks_job]
+        if blocking:
+            assignments += self._speculate(views, free, list(free), blocking, now)
+        late = [s for s in urgent if s.late and not s.blocks_job]
+        if late:
             done = self.done_work / self.total_work if self.total_work else 1.0
             share = max(self.config.early_copy_share, done)
-            assignments += self._speculate(views, free, list(free), early, now, share)
+            assignments += self._speculate(views, free, list(free), late, now, share)
         for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
             assignments.append(self._dispatch(name, [pick.task], now, views[name].rate))
             free[name] -= 1
@@ -436,7 +442,7 @@ class Dispatcher(SchedulerState):
     # ---- internals ----------------------------------------------------------------------
 
     def _settle_copies(self, task: TaskRecord, losers: list[str], now: float) -> None:
-        """A race is over: count what the losers computed instead of the copy's whole work."""
+        """A race is over: count what the losers computed instead of the waste expected."""
         # At the rate their nodes were last known to work at, not lowered for lateness:
         # an attempt that lost is slow, so this errs toward counting too much.
         reserved = self._copy_reserved.pop(task.spec.id, None)
@@ -452,7 +458,7 @@ class Dispatcher(SchedulerState):
             slots = self._slots(state, background)
             rate = self.rates.slot_rate(state, background, slots, self.config.min_free_share)
             computed += min(task.spec.work, max(0.0, now - started) * rate)
-        self.duplicated_work += min(reserved, computed) - reserved
+        self.duplicated_work += computed - reserved
 
     def _learn_from_loser(self, task: TaskRecord, node: str, now: float) -> None:
         """Learn from an attempt a copy beat: its node is slower than we thought."""
@@ -497,10 +503,11 @@ class Dispatcher(SchedulerState):
                 )
                 if choice is None:
                     break
-                straggler, _ = choice
+                straggler, copy_s = choice
                 stragglers.remove(straggler)
-                self.duplicated_work += straggler.task.work
-                self._copy_reserved[straggler.task.id] = straggler.task.work
+                waste = expected_waste(straggler, copy_s)
+                self.duplicated_work += waste
+                self._copy_reserved[straggler.task.id] = waste
                 if view.disk_left is not None:
                     view.disk_left -= disk_need(straggler.task, view.has_inputs)
                 copy = self._dispatch(name, [straggler.task], now, view.plan_rate, straggler.node)

@@ -35,20 +35,34 @@ def pick_duplicate(
 ) -> tuple[Straggler, float] | None:
     """The straggler a free slot should copy, with the copy's expected seconds, or None."""
     # A copy is worth it only when it is expected to finish at least `gain` (a share)
-    # sooner than the original and its work fits in the remaining duplication `budget`;
-    # among those, the one that saves the most time wins.
+    # sooner than the original and the work it would waste fits in the remaining
+    # duplication `budget`; among those, the one that saves the most time wins.
     best: tuple[float, int, Straggler, float] | None = None
     for straggler in stragglers:
         task = straggler.task
-        if task.work > budget or not allowed(task):
+        if not allowed(task):
             continue
         copy_s = transfer_bytes(task, has_inputs) * s_per_byte + task.work / rate
         if copy_s > (1.0 - gain) * straggler.remaining_s:
+            continue
+        if expected_waste(straggler, copy_s) > budget:
             continue
         saving = straggler.remaining_s - copy_s
         if best is None or (saving, -straggler.seq) > (best[0], -best[1]):
             best = (saving, straggler.seq, straggler, copy_s)
     return None if best is None else (best[2], best[3])
+
+
+def expected_waste(straggler: Straggler, copy_s: float) -> float:
+    """The work a copy expected to win in `copy_s` would make the original compute for nothing.
+
+    What the original has computed so far, plus what it computes until the copy ends.
+    """
+    work = straggler.task.work
+    if straggler.remaining_s <= 0:
+        return work
+    pace = straggler.work_left / straggler.remaining_s
+    return min(work, work - straggler.work_left + copy_s * pace)
 
 
 def critical(

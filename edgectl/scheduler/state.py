@@ -102,7 +102,8 @@ class SchedulerState:
         self._job_reasons: dict[tuple[str, str], list[str]] = {}
         self.total_work = 0.0
         # Work computed twice by copies and the attempts they raced, as far as we can tell:
-        # a copy's whole work while its race runs, what the loser computed once it is over.
+        # while a race runs, what the original is expected to have computed for nothing by
+        # the time its copy ends (`expected_waste`); once it is over, what the loser computed.
         self.duplicated_work = 0.0
         self._copy_reserved: dict[str, float] = {}  # task id -> counted for its race so far
         self.done_work = 0.0
