@@ -169,6 +169,14 @@ def _ps_args(user: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+def _live_args(user: str) -> list[str]:
+    """The user's processes, less zombies: those have exited, and a killed one is listed
+    until whatever adopted it reaps it, a moment later."""
+    out = subprocess.run(["ps", "-u", user, "-o", "stat=,args="], capture_output=True, text=True)
+    rows = [line.strip().split(None, 1) for line in out.stdout.splitlines() if line.strip()]
+    return [row[1] for row in rows if len(row) == 2 and not row[0].startswith("Z")]
+
+
 def test_controller_killed_mid_job_then_resume_loses_and_doubles_nothing(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -370,24 +378,35 @@ def test_a_stalled_node_gives_back_the_inputs_it_has_not_started(
     assert not list(tasks_dir.glob("t*"))  # the stalled attempts were killed and removed
 
 
-def test_a_task_that_hangs_is_ended_and_fails_after_two_nodes(fleet: Fleet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("copies", [0.10, 1.0], ids=["default-budget", "raced"])
+def test_a_task_that_hangs_is_ended_and_fails_after_two_nodes(
+    fleet: Fleet, tmp_path: Path, copies: float
+) -> None:
     """One input's command never ends (its node answers all along): it is ended as stalled,
-    tried on a second node, then failed with both reasons; the other inputs are done."""
+    tried on a second node, then failed with both reasons; the other inputs are done.
+    With a budget that lets it be raced, its copy hangs too and each attempt is ended."""
     home = make_home(tmp_path, fleet)
     inputs = make_inputs(tmp_path / "inputs", 8)
     command = "case {stem} in in003) sleep 600 ;; esac; " + UPPER
     jobs = Jobs(EdgeFleet(home))
     job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
-    state = jobs.run(job.id, options=STALLS)
+    assert STALLS.scheduler is not None
+    options = replace(STALLS, scheduler=replace(STALLS.scheduler, duplicate_work_cap=copies))
+    started = time.monotonic()
+    state = jobs.run(job.id, options=options)
     assert state == JobState.FAILED
+    assert time.monotonic() - started < 120
     document = jobs.show(job.id)
-    [failed] = [t for t in document["tasks"] if t["state"] == "failed"]
-    assert failed["inputs"] == ["in003.txt"]
-    assert failed["error"].count("no progress for") == 2
+    failed = [t for t in document["tasks"] if t["state"] == "failed"]
+    assert failed and all(t["inputs"] == ["in003.txt"] for t in failed)
+    assert failed[-1]["error"].count("no progress for") == 2  # both nodes, both reasons
+    if copies == 1.0:
+        events = " ".join(e["text"] for e in jobs.logs(job.id))
+        assert "a copy of" in events
     done = sorted(name for t in document["tasks"] if t["state"] == "done" for name in t["inputs"])
     assert done == [p.name for p in inputs if p.stem != "in003"]
-    for user_processes in (_ps_args(node.user) for node in fleet.nodes[:1]):
-        assert not [a for a in user_processes if "sleep 600" in a]
+    for node in fleet.nodes:
+        assert not [a for a in _live_args(node.user) if "sleep 600" in a]
 
 
 def test_a_runner_stuck_after_its_last_input_is_ended(fleet: Fleet, tmp_path: Path) -> None:
@@ -407,4 +426,4 @@ def test_a_runner_stuck_after_its_last_input_is_ended(fleet: Fleet, tmp_path: Pa
     assert failed["inputs"] == ["in001.txt"]
     assert failed["error"].count("no progress for") == 2
     for node in fleet.nodes:
-        assert not [a for a in _ps_args(node.user) if "sha256sum" in a]
+        assert not [a for a in _live_args(node.user) if "sha256sum" in a]

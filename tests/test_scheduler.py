@@ -859,8 +859,20 @@ def test_a_chunk_far_past_its_expected_time_is_stalled_with_everything_it_holds(
     assert {d.task_status(t) for t in a.task_ids} == {TaskStatus.QUEUED}
 
 
-def test_a_stalled_task_raced_by_a_copy_is_left_to_the_race() -> None:
-    d, late = straggling(0.5, stall_min_s=1.0, stall_factor=2.0)
+def test_each_attempt_of_a_raced_task_is_stalled_on_its_own() -> None:
+    # A hung input hangs its copy too: each attempt is ended once it is stalled, and the
+    # task fails once both nodes failed it.
+    d, late = straggling(1.0, stall_min_s=1.0, stall_factor=2.0)
     copies = [c for c in d.assign(NOW + 50) if c.duplicate_of]
     assert [c.task_ids for c in copies] == [(late,)]
-    assert all(s.task_id != late for s in d.stalled(NOW + 500))
+    d.task_started(late, "fast", NOW + 50)
+    (stall,) = d.stalled(NOW + 60)  # the original: 60 s into a 10 s task; the copy: 10 s
+    assert (stall.node, stall.task_id, stall.held) == ("slow", late, (late,))
+    assert d.task_failed(late, "slow", "stalled", NOW + 60) is TaskStatus.RUNNING
+    assert d.stalled(NOW + 65) == []
+    d.update_nodes([node("third", cores=1)], NOW + 65)
+    assert [c for c in d.assign(NOW + 75) if c.duplicate_of] == []  # it failed once: no copy
+    (stall,) = d.stalled(NOW + 80)
+    assert (stall.node, stall.task_id) == ("fast", late)
+    assert d.task_failed(late, "fast", "stalled", NOW + 80) is TaskStatus.FAILED
+    assert set(d.task_failures(late)) == {"slow", "fast"}

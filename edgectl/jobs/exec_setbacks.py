@@ -40,7 +40,12 @@ class Setbacks(RunState):
             statuses.append(status)
             if status is TaskStatus.FAILED:
                 failed.append(item)
-        reasons = "; ".join(f"{a.node}: {a.error}" for a in task.attempts if a.error)
+        named = dict.fromkeys(f"{a.node}: {a.error}" for a in task.attempts if a.error)
+        for item in failed:  # failed for good: every node that failed it, a race's rival too
+            key = task_key(task.job_id, item["name"])
+            for node, why in self.dispatcher.task_failures(key).items():
+                named.setdefault(f"{node}: {why}" if node else why)
+        reasons = "; ".join(named)
         if task.duplicate_of is not None or all(s is TaskStatus.RUNNING for s in statuses):
             # A copy failed, or the original failed while a copy runs: the other goes on.
             self._set(task, state=TaskState.FAILED, error=reasons, finished=now)

@@ -13,6 +13,7 @@ import time
 
 from edgectl.jobs import remote
 from edgectl.jobs.exec_copies import Copies
+from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import ACTIVE, NodeSlot
 from edgectl.jobs.model import Task, TaskState
 from edgectl.jobs.placement import task_key
@@ -20,7 +21,7 @@ from edgectl.scheduler import Stall, TakeBack
 from edgectl.transport import TransportError
 
 
-class TakingBack(Copies):
+class TakingBack(Setbacks, Copies):
     """Inputs given back by running tasks, and the tasks that hold them afterwards."""
 
     def _take_backs(self) -> None:
@@ -53,6 +54,13 @@ class TakingBack(Copies):
         task = self.tasks.get(holders.pop() or "") if len(holders) == 1 else None
         now = time.time()
         reason = f"no progress for {stall.elapsed_s:.0f} s: ended"
+        others = set(self.dispatcher.running_on(stall.task_id)) - {stall.node}
+        if task is not None and not task.state.final and (task.duplicate_of or others):
+            # One attempt of a race (it holds that input alone): it failed there, the
+            # other attempt goes on.
+            self._stop(slot, task)
+            self._fail(task, slot, reason)
+            return
         for key in stall.held:
             self.attempt.pop((key, stall.node), None)
             if key == stall.task_id:

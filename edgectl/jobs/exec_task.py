@@ -9,7 +9,6 @@ from pathlib import Path
 
 from edgectl.jobs import remote
 from edgectl.jobs.exec_copies import kill_task
-from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import NodeSlot, Progress
 from edgectl.jobs.exec_takeback import TakingBack
 from edgectl.jobs.model import Attempt, Task, TaskState
@@ -41,7 +40,7 @@ def uploading(task: Task, attempt: Attempt) -> bool:
     return task.state == TaskState.UPLOADING and task.attempts[-1] is attempt
 
 
-class TaskLife(Setbacks, TakingBack):
+class TaskLife(TakingBack):
     """Starts a task on its node and brings its outputs home when it finishes."""
 
     async def _start(self, task: Task, slot: NodeSlot) -> None:

@@ -310,10 +310,12 @@ class Dispatcher(SchedulerState):
         return requests
 
     def stalled(self, now: float) -> list[Stall]:
-        """Chunks far past what was expected of them that no copy races: to be ended.
+        """Chunks far past what was expected of them: to be ended.
 
         For each, the executor kills the chunk's process and reports its current task
         with `task_failed` (it failed on that node) and the rest with `task_returned`.
+        Each attempt of a raced task is judged on its own: a hung input hangs its copy
+        too, and the race goes on with the attempt left, if any.
         """
         found = []
         for name in sorted(self._chunks):
@@ -324,8 +326,6 @@ class Dispatcher(SchedulerState):
                 if not chunk.task_ids or chunk.reclaiming:
                     continue
                 current = self._tasks[chunk.task_ids[0]]
-                if len(current.attempts) != 1:
-                    continue  # a copy races it: the first result settles it
                 expected, _, elapsed = self._timing(chunk, rate, now)
                 if elapsed > max(self.config.stall_min_s, self.config.stall_factor * expected):
                     held = tuple(sorted(chunk.held | set(chunk.task_ids)))
@@ -520,6 +520,8 @@ class Dispatcher(SchedulerState):
     ) -> bool:
         """Whether the node may take a copy now (no busy node would end it much sooner)."""
         task = self._tasks[spec.id]
+        if task.failures:
+            return False  # it failed somewhere already: a copy races a slow node, not a bad input
         job = self._jobs[spec.job_id]
         if self._reasons_for(job, node) or not self._may_run(task, node):
             return False
