@@ -1,12 +1,17 @@
 """Scheduler quality on simulated fleets: makespan over a lower bound, per policy, 30 seeds.
 
-Run: python tests/bench/bench_scheduler.py [--seeds N] [--jobs J]
+Run: python tests/bench/bench_scheduler.py [--seeds N] [--jobs J] [--breakdown]
 Each seed builds one scenario (6-12 nodes of 1x/2x/4x cores, 200-600 lognormal tasks in three
 jobs, background load, a node slowing 5x and a node dropping out mid-run) and runs every
 policy on it. Prints, per policy, the mean, p95 (nearest rank) and worst of makespan / lower
 bound and the mean share of work computed twice because of speculative copies, then checks
 the targets for edgectl (mean <= 1.12, p95 <= 1.25, duplicated work <= 10% on every seed,
 clearly better than both naive policies). Scenarios and bound: see `edgectl/sim.py`.
+
+`--breakdown` shows where edgectl's gap to the bound comes from: it runs edgectl on the same
+seeds with one part of the scenario taken away at a time (the 5x slowdown, the dropout, the
+background load, the estimate error, the transfer and dispatch costs) and with all of them
+taken away.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import math
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edgectl.sim import POLICIES, SimResult, make_scenario, simulate
+from edgectl.sim import POLICIES, Scenario, SimResult, make_scenario, simulate
 
 TARGET_MEAN = 1.12
 TARGET_P95 = 1.25
@@ -34,6 +40,55 @@ def run_seed(seed: int) -> list[SimResult]:
     return [simulate(scenario, policy) for policy in POLICIES]
 
 
+VARIANTS = (
+    "as is",
+    "no slowdown",
+    "no dropout",
+    "no background load",
+    "exact estimates",
+    "no transfer or dispatch cost",
+    "none of these",
+)
+
+
+def variant(scenario: Scenario, name: str) -> Scenario:
+    """The scenario with one part taken away (see VARIANTS)."""
+    every = name == "none of these"
+    nodes = tuple(
+        replace(
+            node,
+            slow_at=None if every or name == "no slowdown" else node.slow_at,
+            drop_at=None if every or name == "no dropout" else node.drop_at,
+            background=() if every or name == "no background load" else node.background,
+        )
+        for node in scenario.nodes
+    )
+    tasks = scenario.tasks
+    if every or name == "exact estimates":
+        tasks = tuple(replace(t, work=scenario.costs[t.id]) for t in tasks)
+    changed = replace(scenario, nodes=nodes, tasks=tasks)
+    if every or name == "no transfer or dispatch cost":
+        changed = replace(changed, s_per_byte=0.0, dispatch_s=0.0)
+    return changed
+
+
+def run_variants(seed: int) -> list[float]:
+    """edgectl's makespan / bound on every variant of one seed's scenario."""
+    scenario = make_scenario(seed)
+    return [simulate(variant(scenario, name), "edgectl").ratio for name in VARIANTS]
+
+
+def breakdown(seeds: int, jobs: int | None) -> None:
+    """Print edgectl's mean and p95 on each variant."""
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        per_seed = list(pool.map(run_variants, range(seeds)))
+    print(f"{seeds} seeds; edgectl's makespan / lower bound with one part taken away")
+    print(f"{'scenario':<32}{'mean':>8}{'p95':>8}")
+    for index, name in enumerate(VARIANTS):
+        ratios = [row[index] for row in per_seed]
+        print(f"{name:<32}{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}")
+
+
 def p95(values: list[float]) -> float:
     """The 95th percentile by nearest rank."""
     ordered = sorted(values)
@@ -45,7 +100,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes")
+    parser.add_argument("--breakdown", action="store_true", help="where edgectl's gap comes from")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.seeds, args.jobs)
+        return 0
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         per_seed = list(pool.map(run_seed, range(args.seeds)))
     results = {
