@@ -21,7 +21,7 @@ import pytest
 
 from edgectl import Fleet as EdgeFleet
 from edgectl.jobs.executor import ExecOptions
-from edgectl.jobs.model import JobState
+from edgectl.jobs.model import Job, JobState
 from edgectl.jobs.placement import scheduler_config
 from edgectl.jobs.service import Jobs
 from edgectl.scheduler import SchedulerConfig
@@ -46,6 +46,13 @@ def make_inputs(directory: Path, count: int) -> list[Path]:
         path.write_text(f"input number {i}\n" * (i + 1))
         paths.append(path)
     return paths
+
+
+def submit_script(home: Path, tmp_path: Path, run: str) -> tuple[Jobs, Job]:
+    """A `script` job over the inputs under tmp_path/inputs on the n* nodes, submitted."""
+    jobs = Jobs(EdgeFleet(home))
+    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": run})
+    return jobs, job
 
 
 def expected_output(path: Path) -> bytes:
@@ -132,10 +139,7 @@ def test_hung_node_mid_job_and_the_job_still_completes(fleet_factory, tmp_path: 
     fleet = fleet_factory(3)
     home = make_home(tmp_path, fleet)
     inputs = make_inputs(tmp_path / "inputs", 24)
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit(
-        "script", [str(tmp_path / "inputs")], selector="n*", params={"run": "sleep 0.3; " + UPPER}
-    )
+    jobs, job = submit_script(home, tmp_path, "sleep 0.3; " + UPPER)
     stopped: list[psutil.Process] = []
 
     def hang_node() -> None:
@@ -261,8 +265,7 @@ def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
         f"if [ {{name}} = in003.txt ] && [ ! -e {marker} ]; then touch {marker}; sleep 67; fi; "
         + UPPER
     )
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": slow})
+    jobs, job = submit_script(home, tmp_path, slow)
     one_per_chunk = SchedulerConfig(
         chunk_divisor=1000.0, duplicate_work_cap=1.0, report_delay_s=FAST.poll_max
     )
@@ -300,8 +303,7 @@ def test_big_outputs_are_streamed_to_disk_and_small_ones_batched(
         # a 300 KB output, different per input: its first line names the input
         "{ echo {stem}; head -c 300000 /dev/zero | tr '\\000' x; } > out/{stem}.big"
     )
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    jobs, job = submit_script(home, tmp_path, command)
     state = jobs.run(job.id, options=replace(FAST, fetch_batch=64 * 1024))
     assert state == JobState.DONE
     directory = home / "results" / job.id
@@ -321,10 +323,7 @@ def test_a_stalled_node_gives_back_the_inputs_it_has_not_started(
     fleet = fleet_factory(2)
     home = make_home(tmp_path, fleet)
     inputs = make_inputs(tmp_path / "inputs", 30)
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit(
-        "script", [str(tmp_path / "inputs")], selector="n*", params={"run": "sleep 0.4; " + UPPER}
-    )
+    jobs, job = submit_script(home, tmp_path, "sleep 0.4; " + UPPER)
     stopped: list[int] = []
     tasks_dir = Path(fleet.nodes[0].workdir) / "tasks"
 
@@ -388,8 +387,7 @@ def test_a_task_that_hangs_is_ended_and_fails_after_two_nodes(
     home = make_home(tmp_path, fleet)
     inputs = make_inputs(tmp_path / "inputs", 8)
     command = "case {stem} in in003) sleep 600 ;; esac; " + UPPER
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    jobs, job = submit_script(home, tmp_path, command)
     assert STALLS.scheduler is not None
     options = replace(STALLS, scheduler=replace(STALLS.scheduler, duplicate_work_cap=copies))
     started = time.monotonic()
@@ -415,8 +413,7 @@ def test_a_runner_stuck_after_its_last_input_is_ended(fleet: Fleet, tmp_path: Pa
     home = make_home(tmp_path, fleet)
     make_inputs(tmp_path / "inputs", 3)
     command = "case {stem} in in001) truncate -s 1T out/{stem}.big ;; esac; " + UPPER
-    jobs = Jobs(EdgeFleet(home))
-    job = jobs.submit("script", [str(tmp_path / "inputs")], selector="n*", params={"run": command})
+    jobs, job = submit_script(home, tmp_path, command)
     started = time.monotonic()
     state = jobs.run(job.id, options=STALLS)
     assert state == JobState.FAILED
