@@ -1,7 +1,8 @@
 """A seeded discrete-event simulation of a fleet, driving the real scheduler.
 
 The fleet: nodes of 1x, 2x and 4x per-core speed, background load switching on and off
-(our tasks run niced, so background work keeps its cores and ours share the rest), one
+(our tasks run niced, so background work keeps its cores and ours share the rest; a
+favoured task, niced less than the others, takes a whole free core first), one
 node slowing 5x mid-run, one node dropping out mid-run (noticed at the next probe, its
 tasks then re-placed), lognormal task costs whose estimates come from input sizes (so
 they are off by ~30%), some inputs already on nodes, a per-byte transfer cost and a
@@ -263,6 +264,7 @@ class _Run:
     setup_left: float  # seconds
     work_left: float = 0.0  # of the current task
     started: float = 0.0
+    favoured: bool = False  # at a higher CPU priority than the node's other runs
 
 
 @dataclass
@@ -285,12 +287,29 @@ class _Fleet:
         """Runs computing (not pushing inputs) on a node."""
         return sum(1 for r in self.runs if r.node == node and r.setup_left <= 0)
 
-    def rate(self, node: SimNode, t: float) -> float:
-        """Speed of each computing task on the node: niced, sharing the free cores."""
-        running = self.computing(node.name)
+    def speeds(self, node: SimNode, t: float) -> dict[int, float]:
+        """Speed of each computing run on the node (by id): niced below the background load,
+        favoured runs first (a whole free core each, while there are enough), and the
+        others sharing the free cores left."""
+        runs = [r for r in self.runs if r.node == node.name and r.setup_left <= 0]
+        favoured = [r for r in runs if r.favoured]
         free = max(0.0, node.cores - node.background_at(t))
-        share = min(1.0, free / running) if running else 1.0
-        return node.speed_at(t, self.scenario.slow_factor) * share
+        first = min(1.0, free / len(favoured)) if favoured else 0.0
+        rest = len(runs) - len(favoured)
+        left = free - first * len(favoured)
+        share = min(1.0, left / rest) if rest else 1.0
+        speed = node.speed_at(t, self.scenario.slow_factor)
+        return {id(r): speed * (first if r.favoured else share) for r in runs}
+
+    def all_speeds(self, t: float) -> dict[int, float]:
+        """Per run (by id): its computing speed, or for a run still setting up, its node's
+        speed (zero once dropped: its push stops too)."""
+        found: dict[int, float] = {}
+        for node in self.scenario.nodes:
+            speed = node.speed_at(t, self.scenario.slow_factor)
+            found.update((id(r), speed) for r in self.runs if r.node == node.name)
+            found.update(self.speeds(node, t))
+        return found
 
     def probe(self, t: float) -> list[NodeState]:
         """What a probe round reports at time t."""
@@ -319,7 +338,7 @@ class _Fleet:
             if name not in local
         )
         setup = self.scenario.dispatch_s + pushed * self.scenario.s_per_byte
-        run = _Run(assignment.node, list(assignment.task_ids), setup)
+        run = _Run(assignment.node, list(assignment.task_ids), setup, favoured=assignment.favoured)
         self.runs.append(run)
         if setup <= 0:
             self.begin(run, t)
@@ -397,7 +416,6 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
     """Run every job of the scenario to completion under one policy (see `make_policy`)."""
     policy = make_policy(policy_name, scenario, **settings)
     fleet = _Fleet(scenario, policy)
-    nodes = {n.name: n for n in scenario.nodes}
     t, next_probe = 0.0, scenario.probe_every_s
     policy.update_nodes(fleet.probe(t), t)
     for job in scenario.jobs:
@@ -411,7 +429,7 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
                 fleet.end_stall(stall, policy, t)
         for assignment in policy.assign(t):
             fleet.start(assignment, t)
-        rates = {name: fleet.rate(node, t) for name, node in nodes.items()}
+        speeds = fleet.all_speeds(t)
         step = min([next_probe, *(due for due, _ in fleet.claims)]) - t
         for node in scenario.nodes:
             for start, _ in node.background:
@@ -422,14 +440,14 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
                 if when is not None and when > t:
                     step = min(step, when - t)
         for run in fleet.runs:
-            speed = rates[run.node]
+            speed = speeds[id(run)]
             if run.node in fleet.lost or speed <= 0:
                 continue
             step = min(step, run.setup_left if run.setup_left > 0 else run.work_left / speed)
         t += max(step, 0.0)
         if t > limit:
             raise RuntimeError(f"{policy_name} did not finish seed {scenario.seed}")
-        _advance(fleet, rates, step, t)
+        _advance(fleet, speeds, step, t)
         answered = [c for c in fleet.claims if c[0] <= t + _EPS]
         fleet.claims = [c for c in fleet.claims if c[0] > t + _EPS]
         for _, request in answered:
@@ -454,13 +472,13 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
     )
 
 
-def _advance(fleet: _Fleet, rates: dict[str, float], step: float, t: float) -> None:
+def _advance(fleet: _Fleet, speeds: dict[int, float], step: float, t: float) -> None:
     """Move every run forward by `step` seconds; handle what completes at `t`."""
     set_up, computed = [], []
     for run in fleet.runs:
-        speed = rates[run.node]
+        speed = speeds[id(run)]
         if speed <= 0:
-            continue  # a dropped node: nothing moves
+            continue  # a dropped node (or no core left for it): nothing moves
         if run.setup_left > 0:
             run.setup_left -= step
             if run.setup_left <= _EPS:

@@ -269,6 +269,38 @@ def test_faster_nodes_take_bigger_chunks() -> None:
     assert chunk["fast"] >= 2 * chunk["slow"]
 
 
+def test_a_task_its_job_would_end_with_runs_favoured() -> None:
+    # 2 nodes x 5 slots at rate 1: the job's 95 work spread over them takes 9.5 s; the
+    # 40-work task alone takes 40 s on any slot, the 5-work ones 5 s.
+    d = dispatcher(node("a"), node("b"), rates={"a": 1.0, "b": 1.0})
+    d.add_job(JobSpec("j"), [*tasks("j", 11, work=5.0), TaskSpec("big", "j", {}, work=40.0)], NOW)
+    placed = d.assign(NOW)
+    favoured = [a.task_ids for a in placed if a.favoured]
+    assert favoured == [("big",)]
+    assert len(placed) == 10
+
+
+def test_alike_tasks_run_unfavoured_and_the_knob_turns_favour_off() -> None:
+    d = dispatcher(node("a"), node("b"), rates={"a": 1.0, "b": 1.0})
+    d.add_job(JobSpec("j"), tasks("j", 40, work=5.0), NOW)
+    assert not any(a.favoured for a in d.assign(NOW))
+    off = dispatcher(node("a"), node("b"), rates={"a": 1.0, "b": 1.0}, favour_long=False)
+    off.add_job(JobSpec("j"), [*tasks("j", 11, work=5.0), TaskSpec("big", "j", {}, work=40.0)], NOW)
+    assert not any(a.favoured for a in off.assign(NOW))
+
+
+def test_a_favoured_task_is_learned_from_as_having_a_whole_core() -> None:
+    # Two free cores, three slots: an unfavoured task has 2/3 of a core, a favoured one a
+    # whole core (the others share the core left). A favoured task of 40 work done in 40 s
+    # shows a per-core rate of 1, not the 1.5 it would show if it had had 2/3 of a core.
+    d = dispatcher(node("a", cores=2))
+    d.add_job(JobSpec("j"), [*tasks("j", 2, work=5.0), TaskSpec("big", "j", {}, work=40.0)], NOW)
+    placed = {a.task_ids[0]: a for a in d.assign(NOW)}
+    assert placed["big"].favoured
+    finish(d, placed["big"], NOW, seconds=40.0)
+    assert d.rates.observed("a") == pytest.approx(1.0)
+
+
 # ---- jobs -------------------------------------------------------------------------------
 
 

@@ -168,6 +168,70 @@ def test_data_already_on_a_node_saves_its_transfer() -> None:
     assert math.isfinite(lower_bound(held))
 
 
+class Dealt:
+    """A scripted policy: the given assignments at the start; nothing learned, no copies."""
+
+    def __init__(self, *assignments: Assignment) -> None:
+        self.assignments = list(assignments)
+        self.ends: dict[str, float] = {}
+
+    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
+        """Nothing to learn."""
+
+    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
+        """Nothing to queue: the assignments are fixed."""
+
+    def assign(self, now: float) -> list[Assignment]:
+        """Everything at once, the first time."""
+        out, self.assignments = self.assignments, []
+        return out
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Never."""
+        return []
+
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """Never asked."""
+        return []
+
+    def task_started(self, task_id: str, node: str, now: float) -> None:
+        """Nothing to learn."""
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """Note when it ended."""
+        self.ends[task_id] = now
+        return []
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """Not in these scenarios."""
+        return []
+
+
+@pytest.mark.parametrize(
+    ("favoured", "ends"),
+    [
+        # A whole core for t0; t1 and t2 share the other.
+        (True, {"t0": 10.0, "t1": 10.0, "t2": 10.0}),
+        # Three runs share two cores until t1 and t2 end; then t0 has a core alone.
+        (False, {"t0": 12.5, "t1": 7.5, "t2": 7.5}),
+    ],
+)
+def test_a_favoured_run_has_a_whole_core_and_the_others_share_the_rest(
+    monkeypatch: pytest.MonkeyPatch, favoured: bool, ends: dict[str, float]
+) -> None:
+    s = scenario([plain("a", 2, 1.0)], [10.0, 5.0, 5.0], dispatch_s=0.0, s_per_byte=0.0)
+    policy = Dealt(
+        Assignment("a", ("t0",), favoured=favoured),
+        Assignment("a", ("t1",)),
+        Assignment("a", ("t2",)),
+    )
+    monkeypatch.setattr(sim, "make_policy", lambda name, scenario, **settings: policy)
+    sim.simulate(s, "scripted")
+    assert policy.ends == pytest.approx(ends)
+
+
 # ---- giving back ---------------------------------------------------------------------------
 
 

@@ -83,7 +83,14 @@ class Dispatcher(SchedulerState):
             if task.id in self._tasks:
                 raise ValueError(f"task {task.id!r} was already added")
         selector = parse_selector(job.selector)
-        record = JobRecord(job, len(self._jobs), selector, [t.id for t in tasks], JobStatus.WAITING)
+        record = JobRecord(
+            job,
+            len(self._jobs),
+            selector,
+            [t.id for t in tasks],
+            JobStatus.WAITING,
+            work=sum(t.work for t in tasks),
+        )
         self._jobs[job.id] = record
         for task in tasks:
             priority = job.priority if task.priority is None else task.priority
@@ -113,13 +120,12 @@ class Dispatcher(SchedulerState):
         task = self._tasks[task_id]
         if node not in task.attempts:
             return []
+        share = self._share(node, task_id)  # while its chunk is still on record
         self._drop_attempt(task, node, now)
         if task.status is not TaskStatus.RUNNING:
             return []  # a copy already won
         if node not in task.computed:
-            self.rates.observe(
-                node, task.spec.work if work is None else work, seconds, self._share(node)
-            )
+            self.rates.observe(node, task.spec.work if work is None else work, seconds, share)
         task.computed.clear()
         self._fail_streak[node] = 0
         losers = sorted(task.attempts)
@@ -144,9 +150,8 @@ class Dispatcher(SchedulerState):
         if node not in task.attempts or node in task.computed:
             return
         if task.status is TaskStatus.RUNNING:
-            self.rates.observe(
-                node, task.spec.work if work is None else work, seconds, self._share(node)
-            )
+            share = self._share(node, task_id)
+            self.rates.observe(node, task.spec.work if work is None else work, seconds, share)
         task.computed.add(node)
         for chunk in self._chunks.get(node, []):
             if task_id in chunk.task_ids:
@@ -390,11 +395,14 @@ class Dispatcher(SchedulerState):
         for placed in placements:
             if placed.slot < free.get(placed.node, 0):
                 sequences.setdefault((placed.node, placed.slot), []).append(placed)
+        spreads: dict[str, tuple[float, float]] = {}
         for (name, _slot), sequence in sorted(sequences.items()):
             chunk = self._fit_disk(cut_chunk(sequence, now, target), views[name])
             if chunk:
                 tasks = [p.task for p in chunk]
-                assignments.append(self._dispatch(name, tasks, now, views[name].plan_rate))
+                favoured = len(tasks) == 1 and self._outlasts_job(tasks[0], views, spreads)
+                rate = views[name].plan_rate
+                assignments.append(self._dispatch(name, tasks, now, rate, favoured=favoured))
                 free[name] -= 1
                 taken.update(p.task.id for p in chunk)
         if self.config.duplicates:
@@ -453,10 +461,8 @@ class Dispatcher(SchedulerState):
             started = task.attempts.get(node)
             if started is None or node not in self._nodes:
                 continue
-            state = self._nodes[node]
-            background = self._background.get(node, 0.0)
-            slots = self._slots(state, background)
-            rate = self.rates.slot_rate(state, background, slots, self.config.min_free_share)
+            core = self.rates.estimate(node)
+            rate = (self.rates.unit() if core is None else core) * self._share(node, task.spec.id)
             computed += min(task.spec.work, max(0.0, now - started) * rate)
         self.duplicated_work += computed - reserved
 
@@ -472,7 +478,7 @@ class Dispatcher(SchedulerState):
         expected_then = chunk.expected_s.get(task.spec.id, elapsed)
         if elapsed > expected_then:
             total = 2 * elapsed - expected_then
-            self.rates.observe(node, task.spec.work, total, self._share(node))
+            self.rates.observe(node, task.spec.work, total, self._share(node, task.spec.id))
 
     def _speculate(
         self,
@@ -530,6 +536,27 @@ class Dispatcher(SchedulerState):
         step = self.config.transfer_s_per_byte
         return copy_seconds(spec, view, step) <= (1 + self.config.duplicate_gain) * best[spec.id]
 
+    def _outlasts_job(
+        self, spec: TaskSpec, views: dict[str, NodeView], spreads: dict[str, tuple[float, float]]
+    ) -> bool:
+        """Whether the task alone on the fastest slot it may use would take longer than its
+        job's work spread over every slot it may use: the job ends with it, so it runs
+        favoured. `spreads` caches, per job, its fastest slot rate and its spread."""
+        if not self.config.favour_long:
+            return False
+        job = self._jobs[spec.job_id]
+        if job.spec.id not in spreads:
+            rates = [
+                (v.slots, v.rate)
+                for n, v in views.items()
+                if not v.reasons and not self._reasons_for(job, n)
+            ]
+            capacity = sum(slots * rate for slots, rate in rates)
+            fastest = max((rate for _, rate in rates), default=0.0)
+            spreads[job.spec.id] = (fastest, job.work / capacity if capacity > 0 else 0.0)
+        fastest, spread = spreads[job.spec.id]
+        return fastest > 0 and spec.work / fastest > spread
+
     def _fit_disk(self, chunk: list[Placement], view: NodeView) -> list[Placement]:
         """Cut a chunk to what fits on the node's disk; reserve it."""
         if view.disk_left is None:
@@ -550,6 +577,7 @@ class Dispatcher(SchedulerState):
         now: float,
         rate: float,
         duplicate_of: str | None = None,
+        favoured: bool = False,
     ) -> Assignment:
         has_inputs = self._nodes[node].has_inputs
         pushed = sum(disk_need(t, has_inputs) - t.output_bytes for t in tasks)
@@ -563,6 +591,7 @@ class Dispatcher(SchedulerState):
             expected_s={t.id: t.work / rate for t in tasks},
             measured=self.rates.observed(node) is not None,
             duplicate_of=duplicate_of,
+            favoured=favoured,
             held={t.id for t in tasks},
         )
         self._chunks.setdefault(node, []).append(chunk)
@@ -570,7 +599,7 @@ class Dispatcher(SchedulerState):
             task = self._tasks[spec.id]
             task.status = TaskStatus.RUNNING
             task.attempts[node] = None
-        return Assignment(node, tuple(chunk.task_ids), duplicate_of)
+        return Assignment(node, tuple(chunk.task_ids), duplicate_of, favoured)
 
     @staticmethod
     def _chunk_end(chunk: ChunkRecord) -> float:

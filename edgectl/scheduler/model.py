@@ -52,6 +52,9 @@ class SchedulerConfig:
     lag_slowdown: float = 2.0
     finish_risk: float = 0.6  # slots compared by start + (1 + this) x expected compute
     probe_largest: float = 2.0  # an unmeasured node's later probes: work <= this x quartile
+    # Favour (see Assignment.favoured) a task sent alone that would take longer on the
+    # fastest slot it may use than its job's work spread over all the slots it may use.
+    favour_long: bool = True
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
@@ -164,6 +167,9 @@ class Assignment:
     # A speculative copy: one task, racing the attempt running on this node; the first
     # result wins and `task_finished` names the attempts to cancel.
     duplicate_of: str | None = None
+    # Run ahead of the node's other tasks (at a higher CPU priority): the task alone would
+    # take longer than its whole job spread over the fleet, so the job ends with it.
+    favoured: bool = False
 
 
 @dataclass(frozen=True)

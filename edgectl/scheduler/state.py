@@ -31,7 +31,13 @@ from edgectl.scheduler.planning import (
     make_pool,
     order_key,
 )
-from edgectl.scheduler.rates import RateBook, remaining_time, slot_count, slot_share
+from edgectl.scheduler.rates import (
+    RateBook,
+    free_cores,
+    remaining_time,
+    slot_count,
+    slot_share,
+)
 from edgectl.scheduler.speculation import Straggler
 
 
@@ -61,6 +67,7 @@ class ChunkRecord:
     expected_s: dict[str, float]  # task id -> compute seconds expected when dispatched
     measured: bool  # whether the node's rate was known then (else the expectation is a guess)
     duplicate_of: str | None = None
+    favoured: bool = False  # runs ahead of the node's other tasks (a full core when free)
     # Its tasks the node still holds: not yet home, given back or dropped (computed ones
     # included: their results are home only when the chunk's process has ended).
     held: set[str] = field(default_factory=set)
@@ -81,6 +88,7 @@ class JobRecord:
     task_ids: list[str]
     status: JobStatus
     reasons: list[str] = field(default_factory=list)
+    work: float = 0.0  # of all its tasks
 
 
 class SchedulerState:
@@ -138,14 +146,27 @@ class SchedulerState:
     def _started(self, chunk: ChunkRecord) -> float | None:
         return self._tasks[chunk.task_ids[0]].attempts.get(chunk.node)
 
-    def _share(self, name: str) -> float:
-        """The share of a core each of the node's slots has now."""
+    def _share(self, name: str, task_id: str | None = None) -> float:
+        """The share of a core the task's chunk on the node has now (any slot's, for None).
+
+        Favoured chunks come first: each has a whole core while there are enough free ones,
+        and the other slots share what is left.
+        """
         state = self._nodes.get(name)
         if state is None:
             return 1.0
         background = self._background.get(name, 0.0)
         slots = self._slots(state, background)
-        return slot_share(state, background, slots, self.config.min_free_share)
+        min_share = self.config.min_free_share
+        favoured = [c for c in self._chunks.get(name, []) if c.favoured]
+        if not favoured:
+            return slot_share(state, background, slots, min_share)
+        cores = free_cores(state, background, min_share)
+        first = min(1.0, cores / len(favoured))
+        if any(task_id in c.task_ids for c in favoured):
+            return first
+        rest = max(1, slots - len(favoured))
+        return max(min_share, min(1.0, (cores - first * len(favoured)) / rest))
 
     def _slots(self, state: NodeState, background: float) -> int:
         """Slots of a node: its free cores plus `extra_slots` (see `slot_count`)."""
