@@ -44,7 +44,9 @@ def marker_only(directory: Path) -> bool:
 def test_an_attempt_given_up_before_its_start_never_runs(tmp_path: Path) -> None:
     canary = tmp_path / "ran"
     assert node(tmp_path, remote.KILL, RUN).returncode == 0
-    started = node(tmp_path, remote.START, RUN, "0", data=payload(f"touch {canary}"))
+    started = node(
+        tmp_path, remote.START, RUN, "0", str(remote.NICE), data=payload(f"touch {canary}")
+    )
     assert started.returncode == 89
     assert b"given up" in started.stderr
     time.sleep(0.3)
@@ -60,7 +62,7 @@ def test_a_start_that_loses_the_claim_mid_way_removes_its_files_and_never_runs(
     directory = tmp_path / "tasks" / (RUN)
     # The start blocks in its unpacking (stdin held open) after making the directory.
     start = subprocess.Popen(
-        remote.sh(remote.START, str(tmp_path), RUN, "0"),
+        remote.sh(remote.START, str(tmp_path), RUN, "0", str(remote.NICE)),
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -86,7 +88,7 @@ def test_a_start_that_loses_the_claim_mid_way_removes_its_files_and_never_runs(
 
 
 def test_a_started_attempt_is_killed_not_given_up(tmp_path: Path) -> None:
-    started = node(tmp_path, remote.START, RUN, "0", data=payload("sleep 60"))
+    started = node(tmp_path, remote.START, RUN, "0", str(remote.NICE), data=payload("sleep 60"))
     assert started.returncode == 0, started.stderr
     pid = int(started.stdout.decode().split("pid=")[1].split()[0])
     assert poll(tmp_path, RUN) == "R"
@@ -94,6 +96,27 @@ def test_a_started_attempt_is_killed_not_given_up(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert not _alive(pid)
     assert not (tmp_path / "tasks" / (RUN)).exists()
+
+
+def test_the_runner_runs_at_the_niceness_given_with_the_pid_recorded(tmp_path: Path) -> None:
+    """setsid and nice exec in place: the recorded pid is the runner itself, niced."""
+    started = node(
+        tmp_path, remote.START, RUN, "0", str(remote.NICE_FAVOURED), data=payload("sleep 60")
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.decode().split("pid=")[1].split()[0])
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        for _ in range(100):  # until setsid and then nice have exec'd the runner's sh
+            if cmdline.read_bytes().split(b"\0")[:2] == [b"sh", b"./runner.sh"]:
+                break
+            time.sleep(0.02)
+        assert cmdline.read_bytes().split(b"\0")[:2] == [b"sh", b"./runner.sh"]
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        niceness = int(stat.rsplit(")", 1)[1].split()[16])  # field 19: after comm, the 17th
+        assert niceness == remote.NICE_FAVOURED
+    finally:
+        assert node(tmp_path, remote.KILL, RUN).returncode == 0
 
 
 def test_a_poll_gives_up_what_has_not_started_and_waits_for_a_start_that_holds_the_claim(
@@ -144,7 +167,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_kill_leaves_no_process_of_a_started_attempt(tmp_path: Path) -> None:
-    started = node(tmp_path, remote.START, RUN, "0", data=payload("sleep 60 & sleep 60"))
+    started = node(
+        tmp_path, remote.START, RUN, "0", str(remote.NICE), data=payload("sleep 60 & sleep 60")
+    )
     pid = int(started.stdout.decode().split("pid=")[1].split()[0])
     for _ in range(100):  # the runner makes its own session (setsid) just after its fork
         if os.getpgid(pid) == pid:
@@ -183,7 +208,7 @@ def test_inputs_not_started_can_be_taken_back_and_the_runner_skips_them(tmp_path
         items,
     )
     data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
-    started = node(tmp_path, remote.START, RUN, "0", data=data)
+    started = node(tmp_path, remote.START, RUN, "0", str(remote.NICE), data=data)
     assert started.returncode == 0, started.stderr
     for _ in range(100):  # the first input is claimed by the runner as it starts
         if (tmp_path / "tasks" / RUN / "claims" / "0").is_dir():

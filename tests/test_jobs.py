@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from edgectl import Fleet as EdgeFleet
+from edgectl.jobs import remote
 from edgectl.jobs.executor import ExecOptions
 from edgectl.jobs.model import Job, JobState
 from edgectl.jobs.placement import scheduler_config
@@ -289,6 +290,26 @@ def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
         assert not list((Path(node.workdir) / "tasks").glob("t*"))
     assert jobs.show(job.id)["state"] == "done"
     shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_the_input_its_job_would_end_with_runs_niced_less_than_the_others(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Runners start niced; the scheduler's favoured task (here the one big input, whose
+    work is a third of the job's) is niced less, to run ahead of the node's others."""
+    home = make_home(tmp_path, fleet)
+    inputs = make_inputs(tmp_path / "inputs", 10)
+    (tmp_path / "inputs" / "big.txt").write_bytes(b"x" * 4_000_000)
+    jobs, job = submit_script(home, tmp_path, "nice > out/{stem}.nice")
+    copies_off = replace(scheduler_config(FAST.poll_max, FAST.reprobe_s), duplicates=False)
+    assert jobs.run(job.id, options=replace(FAST, scheduler=copies_off)) == JobState.DONE
+    directory = home / "results" / job.id
+    assert (directory / "big.nice").read_text().strip() == str(remote.NICE_FAVOURED)
+    for path in inputs:
+        assert (directory / f"{path.stem}.nice").read_text().strip() == str(remote.NICE)
+    shown = {t["inputs"][0]: t["attempts"][-1]["nice"] for t in jobs.show(job.id)["tasks"]}
+    assert shown.pop("big.txt") == remote.NICE_FAVOURED
+    assert set(shown.values()) == {remote.NICE}
 
 
 def test_big_outputs_are_streamed_to_disk_and_small_ones_batched(

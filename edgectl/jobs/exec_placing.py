@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from edgectl.jobs import remote
 from edgectl.jobs.exec_copies import kill_task
 from edgectl.jobs.exec_state import ACTIVE, NodeSlot, Progress, RunJob
 from edgectl.jobs.exec_task import TaskLife
@@ -135,7 +136,8 @@ class Placing(TaskLife):
             task = self._reuse_or_create(job_id, keys, items, slot)
         for key in keys:
             self.attempt[(key, slot.node.name)] = task.id
-        task.new_attempt(slot.node.name, time.time())
+        attempt = task.new_attempt(slot.node.name, time.time())
+        attempt.nice = remote.NICE_FAVOURED if assignment.favoured else remote.NICE
         self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
         slot.active.add(task.id)
         self._spawn(self._start(task, slot))

@@ -60,9 +60,9 @@ class TaskLife(TakingBack):
             return
         try:
             conn = await self.pool.connection(slot.node)
-            argv = remote.sh(
-                remote.START, slot.node.workdir, name, str(self.options.start_wait_steps)
-            )
+            nice = remote.NICE if attempt.nice is None else attempt.nice
+            steps = str(self.options.start_wait_steps)
+            argv = remote.sh(remote.START, slot.node.workdir, name, steps, str(nice))
             result = await conn.run(
                 argv, stdin=data, timeout=self.options.op_timeout, max_output=16 << 20
             )

@@ -75,6 +75,7 @@ class Attempt:
     finished: float | None = None
     run: str | None = None  # its directory on the node, tasks/<run>
     inputs: list[str] | None = None  # names of the inputs uploaded, in the runner's order
+    nice: int | None = None  # the niceness its runner was started at (None: before it was set)
 
 
 @dataclass

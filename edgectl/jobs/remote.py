@@ -26,6 +26,11 @@ RESERVED_NAMES = frozenset({"manifest.json", "analytics.json"})
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_OUTPUTS = 10_000
 TASKS_DIR = "tasks"
+# Runners start niced, so that a node's own work keeps its cores: below it, ours share what
+# is left. A task its job would end with (the scheduler's `favoured`) is niced less, to run
+# ahead of the node's other tasks of ours.
+NICE = 19
+NICE_FAVOURED = 10
 
 # Expands a leading ~ of the workdir ($1) the way a login shell would, into $wd.
 _WORKDIR = 'wd=$1; shift; case $wd in "~") wd=$HOME ;; "~/"*) wd=$HOME/${wd#"~/"} ;; esac; '
@@ -72,8 +77,12 @@ START = (
     + 'for f in * .[!.]*; do [ "$f" = .claim ] || rm -rf -- "$f"; done; '
     + "echo 'the attempt was given up before it started' >&2; exit 89; fi; "
     # The runner is its own session and process group (setsid), so it survives this exec and
-    # `job cancel` can kill the group; its pid is written before this exec returns.
-    + "setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & p=$!; echo $p > pid; echo pid=$p; "
+    # `job cancel` can kill the group; its pid is written before this exec returns. It runs
+    # at niceness $3 where nice(1) exists (setsid and nice exec in place: the pid is sh's).
+    + "if command -v nice >/dev/null 2>&1; then "
+    + 'setsid nice -n "$3" sh ./runner.sh </dev/null >/dev/null 2>&1 & '
+    + "else setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & fi; "
+    + "p=$!; echo $p > pid; echo pid=$p; "
     # A short task is often done within a moment: wait up to $2 steps of 20 ms and
     # report it here, saving a poll round trip (no fractional sleep: no wait).
     + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
