@@ -301,6 +301,33 @@ def test_a_favoured_task_is_learned_from_as_having_a_whole_core() -> None:
     assert d.rates.observed("a") == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_slot_is_held_for_the_long_task_of_a_job_about_to_be_released(hold: bool) -> None:
+    # "after" comes after "first", whose one task runs on a until NOW + 10. Its 30-work
+    # task should start then on b (twice as fast), so b, free now, is held: it runs only
+    # what ends by then (the 3-work task of "scan"), not scan's 30-work task.
+    d = dispatcher(
+        node("a", cores=1),
+        node("b", cores=1),
+        rates={"a": 1.0, "b": 2.0},
+        extra_slots=0,
+        hold_for_long=hold,
+    )
+    d.add_job(JobSpec("first"), [TaskSpec("first-0", "first", {}, work=10.0, only_on="a")], NOW)
+    [running] = d.assign(NOW)
+    d.task_started("first-0", "a", NOW)
+    assert running.node == "a"
+    d.add_job(JobSpec("after", after=("first",)), [TaskSpec("long", "after", {}, work=30.0)], NOW)
+    scan = [
+        TaskSpec("scan-big", "scan", {}, work=30.0),
+        TaskSpec("scan-small", "scan", {}, work=3.0),
+    ]
+    d.add_job(JobSpec("scan"), scan, NOW)
+    [placed] = d.assign(NOW)
+    assert placed.node == "b"
+    assert placed.task_ids == (("scan-small",) if hold else ("scan-big",))
+
+
 # ---- jobs -------------------------------------------------------------------------------
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import partial
+from itertools import takewhile
 
 from edgectl.inventory.selectors import parse_selector
 from edgectl.scheduler import explain as explaining
-from edgectl.scheduler.filters import disk_need, inventory_node
+from edgectl.scheduler.filters import disk_need, inventory_node, transfer_bytes
 from edgectl.scheduler.model import (
     Assignment,
     Explanation,
@@ -34,12 +35,14 @@ from edgectl.scheduler.model import (
     TaskStatus,
 )
 from edgectl.scheduler.planning import (
+    Candidate,
     NodeView,
     Placement,
     cut_chunk,
     fits_disk,
     list_schedule,
     make_pool,
+    order_key,
     probe_picks,
 )
 from edgectl.scheduler.rates import background_load, remaining_time
@@ -383,8 +386,16 @@ class Dispatcher(SchedulerState):
         # is a large share of it, and none longer than an even split of what is left.
         floor = self.config.dispatch_s / self.config.max_dispatch_share
         target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
+        # Long tasks of a job about to be released are planned too, from when it should be;
+        # the slot one is planned to start on is held for it (see `_backfill`).
+        spreads: dict[str, tuple[float, float]] = {}
+        coming = self._coming(views, now, spreads) if self.config.hold_for_long else []
+        held_ids = {c.task.id for c in coming}
+        planned = sorted(
+            [*candidates, *coming], key=lambda c: order_key(c, self._tasks[c.task.id].seq)
+        )
         placements, _ = list_schedule(
-            candidates,
+            planned,
             pools,
             self.config.transfer_s_per_byte,
             horizon=now + target,
@@ -395,16 +406,30 @@ class Dispatcher(SchedulerState):
         for placed in placements:
             if placed.slot < free.get(placed.node, 0):
                 sequences.setdefault((placed.node, placed.slot), []).append(placed)
-        spreads: dict[str, tuple[float, float]] = {}
+        held: list[tuple[str, float]] = []
         for (name, _slot), sequence in sorted(sequences.items()):
+            if sequence[0].task.id in held_ids:
+                held.append((name, sequence[0].start))
+                continue
+            sequence = list(takewhile(lambda p: p.task.id not in held_ids, sequence))
             chunk = self._fit_disk(cut_chunk(sequence, now, target), views[name])
             if chunk:
                 tasks = [p.task for p in chunk]
-                favoured = len(tasks) == 1 and self._outlasts_job(tasks[0], views, spreads)
+                favoured = (
+                    self.config.favour_long
+                    and len(tasks) == 1
+                    and self._outlasts_job(tasks[0], views, spreads)
+                )
                 rate = views[name].plan_rate
                 assignments.append(self._dispatch(name, tasks, now, rate, favoured=favoured))
                 free[name] -= 1
                 taken.update(p.task.id for p in chunk)
+        for name, until in held:
+            fill = self._backfill(views[name], candidates, taken, now, until)
+            if fill is not None:
+                assignments.append(self._dispatch(name, [fill], now, views[name].plan_rate))
+                free[name] -= 1
+                taken.add(fill.id)
         if self.config.duplicates:
             # The tail: slots left idle because nothing queued may run there.
             wanted = {n for c in candidates if c.task.id not in taken for n in c.nodes}
@@ -540,10 +565,8 @@ class Dispatcher(SchedulerState):
         self, spec: TaskSpec, views: dict[str, NodeView], spreads: dict[str, tuple[float, float]]
     ) -> bool:
         """Whether the task alone on the fastest slot it may use would take longer than its
-        job's work spread over every slot it may use: the job ends with it, so it runs
-        favoured. `spreads` caches, per job, its fastest slot rate and its spread."""
-        if not self.config.favour_long:
-            return False
+        job's work spread over every slot it may use: the job ends with it. `spreads`
+        caches, per job, its fastest slot rate and its spread."""
         job = self._jobs[spec.job_id]
         if job.spec.id not in spreads:
             rates = [
@@ -556,6 +579,67 @@ class Dispatcher(SchedulerState):
             spreads[job.spec.id] = (fastest, job.work / capacity if capacity > 0 else 0.0)
         fastest, spread = spreads[job.spec.id]
         return fastest > 0 and spec.work / fastest > spread
+
+    def _coming(
+        self, views: dict[str, NodeView], now: float, spreads: dict[str, tuple[float, float]]
+    ) -> list[Candidate]:
+        """The long tasks (see `_outlasts_job`) of waiting jobs about to be released, each
+        released when it should be.
+
+        A job is about to be released when every job it comes after is done or has nothing
+        left queued; it should be when their running chunks are expected to end.
+        """
+        running = self._blocking_jobs()
+        if not running:
+            return []
+        ends: dict[str, float] = {}
+        for name, chunks in self._chunks.items():
+            view = views.get(name)
+            if view is None:
+                continue
+            # Chunks dispatched earlier in this call come last, with no expected end yet.
+            for chunk, end in zip(chunks, view.busy_until, strict=False):
+                job_id = self._tasks[chunk.task_ids[0]].spec.job_id
+                if job_id in running:
+                    ends[job_id] = max(ends.get(job_id, now), end)
+        usable = [name for name, view in views.items() if not view.reasons]
+        found = []
+        for job in self._jobs.values():
+            if job.status is not JobStatus.WAITING or not all(
+                a in running or self._dependency_status(a) is JobStatus.DONE for a in job.spec.after
+            ):
+                continue
+            release = max([now, *(ends.get(a, now) for a in job.spec.after)])
+            found += [
+                candidate
+                for _, candidate in self._job_candidates(job, usable, release)
+                if self._outlasts_job(candidate.task, views, spreads)
+            ]
+        return found
+
+    def _backfill(
+        self,
+        view: NodeView,
+        candidates: list[Candidate],
+        taken: set[str],
+        now: float,
+        until: float,
+    ) -> TaskSpec | None:
+        """The largest queued task a held slot can run and still be free by `until`."""
+        best = None
+        step = self.config.transfer_s_per_byte
+        for candidate in candidates:
+            task = candidate.task
+            if task.id in taken or view.name not in candidate.nodes or not fits_disk(task, view):
+                continue
+            compute = (1 + self.config.finish_risk) * task.work / view.plan_rate
+            if now + transfer_bytes(task, view.has_inputs) * step + compute > until:
+                continue
+            if best is None or task.work > best.work:
+                best = task
+        if best is not None and view.disk_left is not None:
+            view.disk_left -= disk_need(best, view.has_inputs)
+        return best
 
     def _fit_disk(self, chunk: list[Placement], view: NodeView) -> list[Placement]:
         """Cut a chunk to what fits on the node's disk; reserve it."""

@@ -55,6 +55,10 @@ class SchedulerConfig:
     # Favour (see Assignment.favoured) a task sent alone that would take longer on the
     # fastest slot it may use than its job's work spread over all the slots it may use.
     favour_long: bool = True
+    # Hold a slot for such a task of a job about to be released (the jobs it comes after
+    # have nothing left queued), from when that job should be; until then the slot takes
+    # only queued work that should end by then.
+    hold_for_long: bool = True
     duplicate_work_cap: float = 0.10  # speculative copies, as a share of all work
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
