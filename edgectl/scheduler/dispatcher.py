@@ -11,6 +11,9 @@ on the node in one exec, then report the answer with `taken_back(request, return
 now)`: the tasks whose claim the controller won come back to the queue, the others run
 on. A chunk with a take-back in flight is asked nothing more and raced by no copy; a
 chunk holding nothing but the task it computes may be raced like a task sent alone.
+
+An assignment marked `favoured` holds a task its job would end with: run it at a higher
+CPU priority than the node's other tasks (the job engine nices it less).
 """
 
 from __future__ import annotations
@@ -391,9 +394,11 @@ class Dispatcher(SchedulerState):
         spreads: dict[str, tuple[float, float]] = {}
         coming = self._coming(views, now, spreads) if self.config.hold_for_long else []
         held_ids = {c.task.id for c in coming}
-        planned = sorted(
-            [*candidates, *coming], key=lambda c: order_key(c, self._tasks[c.task.id].seq)
-        )
+        planned = candidates
+        if coming:
+            planned = sorted(
+                [*candidates, *coming], key=lambda c: order_key(c, self._tasks[c.task.id].seq)
+            )
         placements, _ = list_schedule(
             planned,
             pools,
