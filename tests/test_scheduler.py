@@ -301,6 +301,19 @@ def test_a_favoured_task_is_learned_from_as_having_a_whole_core() -> None:
     assert d.rates.observed("a") == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("favoured", "rate"), [(True, 1.0), (False, 1.5)])
+def test_a_task_adopted_after_a_restart_keeps_its_share_of_a_core(
+    favoured: bool, rate: float
+) -> None:
+    # As above: 40 work in 40 s is a per-core rate of 1 with a whole core, 1.5 with 2/3.
+    d = dispatcher(node("a", cores=2))
+    d.add_job(JobSpec("j"), [TaskSpec("big", "j", {}, work=40.0)], NOW)
+    d.adopt("a", ["big"], NOW, favoured=favoured)
+    d.task_started("big", "a", NOW)
+    d.task_finished("big", "a", 40.0, NOW + 40)
+    assert d.rates.observed("a") == pytest.approx(rate)
+
+
 @pytest.mark.parametrize("hold", [True, False])
 def test_a_slot_is_held_for_the_long_task_of_a_job_about_to_be_released(hold: bool) -> None:
     # "after" comes after "first", whose one task runs on a until NOW + 10. Its 30-work

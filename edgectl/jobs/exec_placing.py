@@ -94,7 +94,9 @@ class Placing(TaskLife):
             return
         live = [k for k in keys if k not in done]
         copy_of = None if task.duplicate_of is None else "an earlier run"
-        self.dispatcher.adopt(slot.node.name, live, now, copy_of)
+        last = task.attempts[-1] if task.attempts else None
+        favoured = last is not None and last.nice == remote.NICE_FAVOURED
+        self.dispatcher.adopt(slot.node.name, live, now, copy_of, favoured)
         for key in live:
             self.attempt[(key, slot.node.name)] = task.id
         slot.active.add(task.id)

@@ -169,12 +169,18 @@ class Dispatcher(SchedulerState):
                 return
 
     def adopt(
-        self, node: str, task_ids: Sequence[str], now: float, duplicate_of: str | None = None
+        self,
+        node: str,
+        task_ids: Sequence[str],
+        now: float,
+        duplicate_of: str | None = None,
+        favoured: bool = False,
     ) -> None:
-        """Take over tasks found running on a node (after a restart) as one chunk started now."""
+        """Take over tasks found running on a node (after a restart) as one chunk started now
+        (`favoured`: it was started favoured)."""
         specs = [self._tasks[t].spec for t in task_ids]
         rate = self._view(node, now).plan_rate if node in self._nodes else self.rates.unit()
-        self._dispatch(node, specs, now, rate, duplicate_of)
+        self._dispatch(node, specs, now, rate, duplicate_of, favoured)
         self._tasks[task_ids[0]].attempts[node] = now
 
     def fail_task(self, task_id: str, reason: str) -> None:
