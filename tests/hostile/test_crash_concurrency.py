@@ -144,8 +144,15 @@ def test_sigkill_at_seeded_points_then_resume_loses_and_doubles_nothing(
     figures.zero("results stored twice", "crash loop", doubled)
     # A start exec orphaned by a kill finds its attempt given up by the resumed controller
     # (which placed the work elsewhere) and leaves: only the claim marks such an attempt.
-    attempts = [p for node in fleet.nodes for p in (Path(node.workdir) / "tasks").glob("t*")]
-    markers = [p for p in attempts if given_up_marker(p)]
+    # One still unpacking when the resume ends removes its files when it reaches the claim:
+    # give it up to 15 s.
+    deadline = time.monotonic() + 15
+    while True:
+        attempts = [p for node in fleet.nodes for p in (Path(node.workdir) / "tasks").glob("t*")]
+        markers = [p for p in attempts if given_up_marker(p)]
+        if len(markers) == len(attempts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     litter = sorted(str(p) for p in set(attempts) - set(markers))
     figures.zero("task directories left on nodes", "crash loop", len(litter))
     figures.record("given-up markers on nodes", "crash loop", True, len(markers))
@@ -160,8 +167,11 @@ def test_sigkill_at_seeded_points_then_resume_loses_and_doubles_nothing(
 
 def given_up_marker(directory: Path) -> bool:
     """An attempt given up before it started: its directory holds only the claim."""
-    names = [p.name for p in directory.iterdir()]
-    return names == [".claim"] and os.readlink(directory / ".claim").startswith("gone ")
+    try:  # a start that lost the claim may be removing its files right now
+        names = [p.name for p in directory.iterdir()]
+        return names == [".claim"] and os.readlink(directory / ".claim").startswith("gone ")
+    except FileNotFoundError:
+        return False
 
 
 def cron_scripts(home: Path, fleet: Fleet, inputs: Path) -> dict[str, list[list[str]]]:
