@@ -11,6 +11,7 @@ from edgectl import sim
 from edgectl.scheduler import Assignment, JobSpec, NodeState, TakeBack, TaskSpec
 from edgectl.sim import (
     POLICIES,
+    Policy,
     Scenario,
     SimNode,
     lower_bound,
@@ -168,44 +169,24 @@ def test_data_already_on_a_node_saves_its_transfer() -> None:
     assert math.isfinite(lower_bound(held))
 
 
-class Dealt:
-    """A scripted policy: the given assignments at the start; nothing learned, no copies."""
+class Dealt(Policy):
+    """A scripted policy: the given assignments at the start; nothing learned, no copies
+    (the protocol's defaults do nothing and return nothing)."""
 
     def __init__(self, *assignments: Assignment) -> None:
         self.assignments = list(assignments)
         self.ends: dict[str, float] = {}
-
-    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
-        """Nothing to learn."""
-
-    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
-        """Nothing to queue: the assignments are fixed."""
 
     def assign(self, now: float) -> list[Assignment]:
         """Everything at once, the first time."""
         out, self.assignments = self.assignments, []
         return out
 
-    def take_back(self, now: float) -> list[TakeBack]:
-        """Never."""
-        return []
-
-    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
-        """Never asked."""
-        return []
-
-    def task_started(self, task_id: str, node: str, now: float) -> None:
-        """Nothing to learn."""
-
     def task_finished(
         self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
     ) -> list[str]:
         """Note when it ended."""
         self.ends[task_id] = now
-        return []
-
-    def node_lost(self, node: str, now: float) -> list[str]:
-        """Not in these scenarios."""
         return []
 
 
