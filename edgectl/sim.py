@@ -287,28 +287,29 @@ class _Fleet:
         """Runs computing (not pushing inputs) on a node."""
         return sum(1 for r in self.runs if r.node == node and r.setup_left <= 0)
 
-    def speeds(self, node: SimNode, t: float) -> dict[int, float]:
-        """Speed of each computing run on the node (by id): niced below the background load,
-        favoured runs first (a whole free core each, while there are enough), and the
-        others sharing the free cores left."""
-        runs = [r for r in self.runs if r.node == node.name and r.setup_left <= 0]
-        favoured = [r for r in runs if r.favoured]
-        free = max(0.0, node.cores - node.background_at(t))
-        first = min(1.0, free / len(favoured)) if favoured else 0.0
-        rest = len(runs) - len(favoured)
-        left = free - first * len(favoured)
-        share = min(1.0, left / rest) if rest else 1.0
-        speed = node.speed_at(t, self.scenario.slow_factor)
-        return {id(r): speed * (first if r.favoured else share) for r in runs}
-
-    def all_speeds(self, t: float) -> dict[int, float]:
-        """Per run (by id): its computing speed, or for a run still setting up, its node's
-        speed (zero once dropped: its push stops too)."""
+    def speeds(self, t: float) -> dict[int, float]:
+        """Per run (by id): its speed. Computing runs are niced below the background load;
+        favoured ones come first (a whole free core each, while there are enough) and the
+        others share the free cores left. A run still setting up has its node's speed
+        (zero once dropped: its push stops too)."""
+        by_node: dict[str, list[_Run]] = {}
+        for run in self.runs:
+            by_node.setdefault(run.node, []).append(run)
         found: dict[int, float] = {}
         for node in self.scenario.nodes:
+            runs = by_node.get(node.name, [])
             speed = node.speed_at(t, self.scenario.slow_factor)
-            found.update((id(r), speed) for r in self.runs if r.node == node.name)
-            found.update(self.speeds(node, t))
+            computing = [r for r in runs if r.setup_left <= 0]
+            favoured = sum(1 for r in computing if r.favoured)
+            free = max(0.0, node.cores - node.background_at(t))
+            first = min(1.0, free / favoured) if favoured else 0.0
+            rest = len(computing) - favoured
+            share = min(1.0, (free - first * favoured) / rest) if rest else 1.0
+            for run in runs:
+                if run.setup_left > 0:
+                    found[id(run)] = speed
+                else:
+                    found[id(run)] = speed * (first if run.favoured else share)
         return found
 
     def probe(self, t: float) -> list[NodeState]:
@@ -429,7 +430,7 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
                 fleet.end_stall(stall, policy, t)
         for assignment in policy.assign(t):
             fleet.start(assignment, t)
-        speeds = fleet.all_speeds(t)
+        speeds = fleet.speeds(t)
         step = min([next_probe, *(due for due, _ in fleet.claims)]) - t
         for node in scenario.nodes:
             for start, _ in node.background:
