@@ -33,6 +33,13 @@ would: probe facts, and when each task started and finished.
 
 Duplicated work is the work computed twice: what attempts that lost a race to a copy
 (or whose copy lost) had computed when they were cancelled, over the total work.
+
+Where the capacity went: the capacity the fleet had until the makespan (speed x free
+cores, summed over time) is the work itself plus these losses, each given as a share of
+it (`SimResult.losses`): cores idle while a chunk's inputs were pushed (`pushing`), idle
+with tasks waiting in the controller's queue (`queued`: the policy left them so), idle
+with nothing left to place (`tail`), work computed and thrown away by copies and stalls
+(`raced`) and work lost with a node that dropped out (`dropped`).
 """
 
 from __future__ import annotations
@@ -116,6 +123,8 @@ class SimResult:
     duplicated_work: float  # work computed twice (by attempts that lost a race) / total work
     tasks: int
     nodes: int
+    capacity: float = 0.0  # speed x free cores, summed until the makespan
+    losses: dict[str, float] = field(default_factory=dict)  # share of capacity, by cause
 
     @property
     def ratio(self) -> float:
@@ -279,9 +288,52 @@ class _Fleet:
     wasted_work: float = 0.0  # computed by attempts that lost to a copy
     specs: dict[str, TaskSpec] = field(default_factory=dict)
     claims: list[tuple[float, TakeBack]] = field(default_factory=list)  # (answered at, asked)
+    dropped_work: float = 0.0  # computed on nodes that dropped out, by tasks not finished
+    capacity: float = 0.0  # speed x free cores, summed over time
+    computed: float = 0.0  # work computed, thrown away or not
+    idle: dict[str, float] = field(default_factory=dict)  # capacity left idle, by cause
 
     def __post_init__(self) -> None:
         self.specs = {spec.id: spec for spec in self.scenario.tasks}
+        self.idle = dict.fromkeys(("pushing", "queued", "tail"), 0.0)
+
+    def account(self, speeds: dict[int, float], t: float, step: float) -> None:
+        """Add a step's capacity, what of it computed, and why the rest was idle."""
+        by_node: dict[str, list[_Run]] = {}
+        for run in self.runs:
+            by_node.setdefault(run.node, []).append(run)
+        queued: bool | None = None  # whether a task of a released job waits; asked lazily
+        for node in self.scenario.nodes:
+            speed = node.speed_at(t, self.scenario.slow_factor)
+            if speed <= 0:
+                continue
+            free = max(0.0, node.cores - node.background_at(t))
+            runs = by_node.get(node.name, [])
+            used = sum(speeds[id(r)] for r in runs if r.setup_left <= 0)
+            self.capacity += speed * free * step
+            self.computed += used * step
+            idle_cores = max(0.0, free - used / speed)
+            if idle_cores <= _EPS:
+                continue
+            pushing = min(idle_cores, sum(1 for r in runs if r.setup_left > 0))
+            self.idle["pushing"] += speed * pushing * step
+            if idle_cores - pushing > _EPS:
+                if queued is None:
+                    queued = self.any_queued()
+                self.idle["queued" if queued else "tail"] += speed * (idle_cores - pushing) * step
+
+    def any_queued(self) -> bool:
+        """Whether a task of a released job is neither done nor on any node."""
+        held = {task_id for run in self.runs for task_id in run.tasks}
+        released = {
+            job.id
+            for job in self.scenario.jobs
+            if all(spec.id in self.done for spec in self.scenario.tasks if spec.job_id in job.after)
+        }
+        return any(
+            spec.job_id in released and spec.id not in self.done and spec.id not in held
+            for spec in self.scenario.tasks
+        )
 
     def computing(self, node: str) -> int:
         """Runs computing (not pushing inputs) on a node."""
@@ -448,6 +500,7 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
         t += max(step, 0.0)
         if t > limit:
             raise RuntimeError(f"{policy_name} did not finish seed {scenario.seed}")
+        fleet.account(speeds, t - step, max(step, 0.0))
         _advance(fleet, speeds, step, t)
         answered = [c for c in fleet.claims if c[0] <= t + _EPS]
         fleet.claims = [c for c in fleet.claims if c[0] > t + _EPS]
@@ -459,9 +512,17 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
             for node in scenario.nodes:
                 if node.drop_at is not None and t >= node.drop_at and node.name not in fleet.lost:
                     fleet.lost.add(node.name)
-                    fleet.runs = [r for r in fleet.runs if r.node != node.name]
+                    for run in [r for r in fleet.runs if r.node == node.name]:
+                        if run.setup_left <= 0 and run.tasks:
+                            fleet.dropped_work += scenario.costs[run.tasks[0]] - run.work_left
+                        fleet.runs.remove(run)
                     policy.node_lost(node.name, t)
     total = sum(scenario.costs.values())
+    thrown = {"raced": fleet.wasted_work, "dropped": fleet.dropped_work}
+    losses = {
+        cause: amount / fleet.capacity if fleet.capacity > 0 else 0.0
+        for cause, amount in {**fleet.idle, **thrown}.items()
+    }
     return SimResult(
         policy_name,
         scenario.seed,
@@ -470,6 +531,8 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
         fleet.wasted_work / total,
         len(scenario.tasks),
         len(scenario.nodes),
+        fleet.capacity,
+        losses,
     )
 
 

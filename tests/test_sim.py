@@ -213,6 +213,87 @@ def test_a_favoured_run_has_a_whole_core_and_the_others_share_the_rest(
     assert policy.ends == pytest.approx(ends)
 
 
+# ---- where the capacity went ---------------------------------------------------------------
+
+
+class OneByOne(Dealt):
+    """A scripted policy: the given assignments one at a time, each once nothing runs."""
+
+    def __init__(self, *assignments: Assignment) -> None:
+        super().__init__(*assignments)
+        self.running = 0
+
+    def assign(self, now: float) -> list[Assignment]:
+        """The next assignment, when the last one has ended."""
+        if self.running or not self.assignments:
+            return []
+        self.running = 1
+        return [self.assignments.pop(0)]
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """Note when it ended; the slot is free."""
+        self.running = 0
+        return super().task_finished(task_id, node, seconds, now, work)
+
+
+class ReplacedOnB(Dealt):
+    """A scripted policy: the given assignments at the start; a task lost with a node is
+    placed on node `b`."""
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """Place t0 again, on b."""
+        self.assignments.append(Assignment("b", ("t0",)))
+        return ["t0"]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # Both runs push for 1 s on both cores (2 units idle), t1 ends at 5 and t0 at 11:
+        # one core has nothing to do for 6 s. Capacity 2 cores x 11 s.
+        ("pushing", {"pushing": 2 / 22, "tail": 6 / 22}),
+        # t1 waits in the queue while t0 runs (10 s on the idle core), then runs alone
+        # (4 s with nothing queued). Capacity 2 cores x 14 s.
+        ("queued", {"queued": 10 / 28, "tail": 4 / 28}),
+        # a computes 4 units of t0 and drops out; the probe at 10 s finds it gone and t0
+        # runs again on b, which was idle from 2 s (t1 done) to 10 s. Capacity 4 + 20.
+        ("dropped", {"dropped": 4 / 24, "tail": 8 / 24}),
+    ],
+)
+def test_the_capacity_is_the_work_plus_each_loss_by_cause(
+    monkeypatch: pytest.MonkeyPatch, case: str, expected: dict[str, float]
+) -> None:
+    if case == "dropped":
+        nodes = [plain("a", 1, 1.0, drop_at=4.0), plain("b", 1, 1.0)]
+        s = scenario(nodes, [10.0, 2.0], dispatch_s=0.0, s_per_byte=0.0)
+        policy: Dealt = ReplacedOnB(Assignment("a", ("t0",)), Assignment("b", ("t1",)))
+    else:
+        dispatch = 1.0 if case == "pushing" else 0.0
+        s = scenario([plain("a", 2, 1.0)], [10.0, 4.0], dispatch_s=dispatch, s_per_byte=0.0)
+        both = (Assignment("a", ("t0",)), Assignment("a", ("t1",)))
+        policy = Dealt(*both) if case == "pushing" else OneByOne(*both)
+    monkeypatch.setattr(sim, "make_policy", lambda name, scenario, **settings: policy)
+    result = sim.simulate(s, "scripted")
+    causes = ("pushing", "queued", "tail", "raced", "dropped")
+    assert result.losses == pytest.approx({c: expected.get(c, 0.0) for c in causes})
+    work = sum(s.costs.values()) / result.capacity
+    assert work + sum(result.losses.values()) == pytest.approx(1.0)
+
+
+def test_on_a_whole_scenario_every_unit_of_capacity_is_work_or_a_loss() -> None:
+    # Copies, stalls, a dropout, background load: what was computed is the work plus what
+    # was thrown away, and the idle rest is split by cause, for every policy.
+    s = make_scenario(1)
+    total = sum(s.costs.values())
+    for policy in POLICIES:
+        result = simulate(s, policy)
+        assert all(share >= 0 for share in result.losses.values()), policy
+        assert total / result.capacity + sum(result.losses.values()) == pytest.approx(1.0), policy
+    assert simulate(s, "edgectl").losses["dropped"] > 0  # seed 1's node01 drops mid-task
+
+
 # ---- giving back ---------------------------------------------------------------------------
 
 

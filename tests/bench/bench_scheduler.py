@@ -4,9 +4,11 @@ Run: python tests/bench/bench_scheduler.py [--seeds N] [--jobs J] [--breakdown]
 Each seed builds one scenario (6-12 nodes of 1x/2x/4x cores, 200-600 lognormal tasks in three
 jobs, background load, a node slowing 5x and a node dropping out mid-run) and runs every
 policy on it. Prints, per policy, the mean, p95 (nearest rank) and worst of makespan / lower
-bound and the mean share of work computed twice because of speculative copies, then checks
-the targets for edgectl (mean <= 1.12, p95 <= 1.25, duplicated work <= 10% on every seed,
-clearly better than both naive policies). Scenarios and bound: see `edgectl/sim.py`.
+bound and the mean share of work computed twice because of speculative copies, then where
+edgectl's capacity went (the work itself and each loss, as a mean share of the capacity the
+fleet had until the makespan; see `SimResult.losses`), then checks the targets for edgectl
+(mean <= 1.12, p95 <= 1.25, duplicated work <= 10% on every seed, clearly better than both
+naive policies). Scenarios and bound: see `edgectl/sim.py`.
 
 `--breakdown` shows where edgectl's gap to the bound comes from: it runs edgectl on the same
 seeds with one part of the scenario taken away at a time (the 5x slowdown, the dropout, the
@@ -96,6 +98,25 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+LOSSES = {
+    "pushing": "idle while inputs were pushed",
+    "queued": "idle with tasks queued",
+    "tail": "idle with nothing left to place",
+    "raced": "computed, lost to copies or stalls",
+    "dropped": "computed, lost with a dropped node",
+}
+
+
+def print_losses(rows: list[SimResult]) -> None:
+    """Where the capacity went until the makespan, as mean shares over the seeds."""
+    print("\nedgectl: where the fleet's capacity went until the makespan (mean share)")
+    shares = {cause: statistics.mean(r.losses.get(cause, 0.0) for r in rows) for cause in LOSSES}
+    print(f"  {'the work itself':<40}{100 * (1 - sum(shares.values())):>7.2f}%")
+    for cause, text in LOSSES.items():
+        print(f"  {text:<40}{100 * shares[cause]:>7.2f}%")
+    print()
+
+
 def main() -> int:
     """Run the seeds, print the table and the target checks; exit 1 on a miss."""
     parser = argparse.ArgumentParser()
@@ -122,6 +143,7 @@ def main() -> int:
             f"{policy:<16}{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}{max(ratios):>8.3f}"
             f"{100 * statistics.mean(copies):>12.2f}"
         )
+    print_losses(results["edgectl"])
     mean, high, copies = summary["edgectl"]
     naive = min(summary["round-robin"][0], summary["static-split"][0])
     checks = [
