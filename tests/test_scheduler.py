@@ -519,6 +519,21 @@ def test_no_copy_of_a_late_task_that_will_not_be_the_last_to_end() -> None:
     assert d.duplicated_work == 0.0
 
 
+def test_with_nothing_queued_an_idle_node_copies_the_last_task_even_if_others_end_as_late() -> None:
+    # Two 10-unit tasks run on one-unit nodes and should end together in 5 s: neither
+    # stands out from the other, but the idle fast node would end one in 2.6 s. The run
+    # ends with them, so the one added first is copied (half the 20 units of budget fit
+    # one copy's expected waste of 7.6, not two).
+    rates = {"slow1": 1.0, "slow2": 1.0, "fast": 4.0}
+    nodes = (node("slow1", cores=1), node("slow2", cores=1), node("fast", cores=1))
+    d = dispatcher(*nodes, rates=rates, extra_slots=0, duplicate_work_cap=0.5)
+    d.add_job(JobSpec("j"), tasks("j", 2), NOW)
+    d.adopt("slow1", ["j-000"], NOW)
+    d.adopt("slow2", ["j-001"], NOW)
+    assert d.assign(NOW + 5) == [Assignment("fast", ("j-000",), duplicate_of="slow1")]
+    assert d.running_on("j-001") == ["slow2"]
+
+
 def test_copies_can_be_turned_off() -> None:
     d, _ = straggling(cap=0.5, duplicates=False)  # the cap would allow the copy
     assert d.assign(NOW + 100) == []

@@ -360,6 +360,7 @@ class Dispatcher(SchedulerState):
         candidates = self._ready(views, now)
         assignments = []
         urgent: list[Straggler] = []
+        running: list[Straggler] = []
         if self.config.duplicates:
             running = self._stragglers(views, now)
             urgent = critical(views, candidates, running, self.config.tail_margin)
@@ -442,10 +443,15 @@ class Dispatcher(SchedulerState):
                 free[name] -= 1
                 taken.add(fill.id)
         if self.config.duplicates:
-            # The tail: slots left idle because nothing queued may run there.
+            # The tail: slots left idle because nothing queued may run there. Once nothing
+            # is queued at all, the run ends with the last running task, whether or not it
+            # stands out from the others: each, latest first, may be copied where the copy
+            # would end sooner.
             wanted = {n for c in candidates if c.task.id not in taken for n in c.nodes}
             idle = [n for n, count in free.items() if count and n not in wanted]
             copied = {a.task_ids[0] for a in assignments if a.duplicate_of}
+            if idle and all(c.task.id in taken for c in candidates):
+                urgent = sorted(running, key=lambda s: (-s.remaining_s, s.seq))
             urgent = [s for s in urgent if s.task.id not in copied]
             if idle and urgent:
                 assignments += self._speculate(views, free, idle, urgent, now)
