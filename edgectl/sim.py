@@ -290,7 +290,6 @@ class _Fleet:
     claims: list[tuple[float, TakeBack]] = field(default_factory=list)  # (answered at, asked)
     dropped_work: float = 0.0  # computed on nodes that dropped out, by tasks not finished
     capacity: float = 0.0  # speed x free cores, summed over time
-    computed: float = 0.0  # work computed, thrown away or not
     idle: dict[str, float] = field(default_factory=dict)  # capacity left idle, by cause
 
     def __post_init__(self) -> None:
@@ -311,7 +310,6 @@ class _Fleet:
             runs = by_node.get(node.name, [])
             used = sum(speeds[id(r)] for r in runs if r.setup_left <= 0)
             self.capacity += speed * free * step
-            self.computed += used * step
             idle_cores = max(0.0, free - used / speed)
             if idle_cores <= _EPS:
                 continue
