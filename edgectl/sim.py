@@ -296,11 +296,16 @@ class _Fleet:
         self.specs = {spec.id: spec for spec in self.scenario.tasks}
         self.idle = dict.fromkeys(("pushing", "queued", "tail"), 0.0)
 
-    def account(self, speeds: dict[int, float], t: float, step: float) -> None:
-        """Add a step's capacity, what of it computed, and why the rest was idle."""
-        by_node: dict[str, list[_Run]] = {}
+    def by_node(self) -> dict[str, list[_Run]]:
+        """The runs, grouped by node."""
+        grouped: dict[str, list[_Run]] = {}
         for run in self.runs:
-            by_node.setdefault(run.node, []).append(run)
+            grouped.setdefault(run.node, []).append(run)
+        return grouped
+
+    def account(self, speeds: dict[int, float], t: float, step: float) -> None:
+        """Add a step's capacity, and why the part of it that computed nothing was idle."""
+        by_node = self.by_node()
         queued: bool | None = None  # whether a task of a released job waits; asked lazily
         for node in self.scenario.nodes:
             speed = node.speed_at(t, self.scenario.slow_factor)
@@ -342,9 +347,7 @@ class _Fleet:
         favoured ones come first (a whole free core each, while there are enough) and the
         others share the free cores left. A run still setting up has its node's speed
         (zero once dropped: its push stops too)."""
-        by_node: dict[str, list[_Run]] = {}
-        for run in self.runs:
-            by_node.setdefault(run.node, []).append(run)
+        by_node = self.by_node()
         found: dict[int, float] = {}
         for node in self.scenario.nodes:
             runs = by_node.get(node.name, [])
