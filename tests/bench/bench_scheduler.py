@@ -13,7 +13,8 @@ naive policies). Scenarios and bound: see `edgectl/sim.py`.
 `--breakdown` shows where edgectl's gap to the bound comes from: it runs edgectl on the same
 seeds with one part of the scenario taken away at a time (the 5x slowdown, the dropout, the
 background load, the estimate error, the transfer and dispatch costs), with all of them
-taken away, and with all but the estimate error taken away.
+taken away, and with all but the estimate error taken away. `--worst N` lists edgectl's N
+worst seeds, each with where its capacity went.
 """
 
 from __future__ import annotations
@@ -117,12 +118,23 @@ def print_losses(rows: list[SimResult]) -> None:
     print()
 
 
+def print_worst(rows: list[SimResult], count: int) -> None:
+    """edgectl's worst seeds: their ratio and where their capacity went."""
+    print(f"edgectl's {count} worst seeds (makespan / bound; capacity lost, %)")
+    print(f"{'seed':>6}{'ratio':>8}" + "".join(f"{cause:>10}" for cause in LOSSES))
+    for r in sorted(rows, key=lambda r: -r.ratio)[:count]:
+        shares = "".join(f"{100 * r.losses.get(cause, 0.0):>10.1f}" for cause in LOSSES)
+        print(f"{r.seed:>6}{r.ratio:>8.3f}{shares}")
+    print()
+
+
 def main() -> int:
     """Run the seeds, print the table and the target checks; exit 1 on a miss."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes")
     parser.add_argument("--breakdown", action="store_true", help="where edgectl's gap comes from")
+    parser.add_argument("--worst", type=int, default=0, help="list edgectl's N worst seeds")
     args = parser.parse_args()
     if args.breakdown:
         breakdown(args.seeds, args.jobs)
@@ -144,6 +156,8 @@ def main() -> int:
             f"{100 * statistics.mean(copies):>12.2f}"
         )
     print_losses(results["edgectl"])
+    if args.worst:
+        print_worst(results["edgectl"], args.worst)
     mean, high, copies = summary["edgectl"]
     naive = min(summary["round-robin"][0], summary["static-split"][0])
     checks = [
