@@ -78,10 +78,11 @@ START = (
     + "echo 'the attempt was given up before it started' >&2; exit 89; fi; "
     # The runner is its own session and process group (setsid), so it survives this exec and
     # `job cancel` can kill the group; its pid is written before this exec returns. It runs
-    # at niceness $3 where nice(1) exists (setsid and nice exec in place: the pid is sh's).
+    # at niceness $3 where nice(1) exists (setsid and nice exec in place: the pid is sh's),
+    # and first waits for one of $4 core tokens of the node (0 or none: it computes at once).
     + "if command -v nice >/dev/null 2>&1; then "
-    + 'setsid nice -n "$3" sh ./runner.sh </dev/null >/dev/null 2>&1 & '
-    + "else setsid sh ./runner.sh </dev/null >/dev/null 2>&1 & fi; "
+    + 'setsid nice -n "$3" sh ./runner.sh "${4:-0}" </dev/null >/dev/null 2>&1 & '
+    + 'else setsid sh ./runner.sh "${4:-0}" </dev/null >/dev/null 2>&1 & fi; '
     + "p=$!; echo $p > pid; echo pid=$p; "
     # A short task is often done within a moment: wait up to $2 steps of 20 ms and
     # report it here, saving a poll round trip (no fractional sleep: no wait).
@@ -95,9 +96,11 @@ POLL = (
     + _REPORT
     + 'for t in "$@"; do d=$wd/tasks/$t; '
     + 'if [ ! -f "$d/status" ] && [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
-    # Running: with how many inputs it has done so far (a byte per input in `progress`).
+    # Running: with how many inputs it has done so far (a byte per input in `progress`),
+    # and whether it computes (1) or still waits for a core token (0: no `gated` yet).
     + 'then n=0; [ -f "$d/progress" ] && n=$(wc -c < "$d/progress"); '
-    + "printf 'R\\t%s\\t%s\\n' \"$t\" $n; "
+    + 'g=0; [ -f "$d/gated" ] && g=1; '
+    + "printf 'R\\t%s\\t%s\\t%s\\n' \"$t\" $n $g; "
     + 'elif [ -f "$d/status" ]; then report "$t" "$d"; '
     + 'elif [ -f "$d/pid" ]; then printf \'L\\t%s\\n\' "$t"; '
     # No runner: given up here unless its start holds the claim (then its pid comes next).
@@ -255,6 +258,7 @@ class PollReport:
     manifest: list[OutputEntry] | None = None
     error: str | None = None
     progress: int = 0  # inputs done so far, while running
+    computing: bool = True  # while running: past the node's core gate (older runners: always)
     skipped: set[int] = field(default_factory=set)  # inputs taken back before they started
 
 
@@ -294,9 +298,11 @@ def parse_poll(
         if task_id not in wanted:
             continue
         if kind == "R":
-            done = value.strip()
+            done, _, gated = value.strip().partition("\t")
             progress = int(done) if done.isdigit() and len(done) < 10 else 0
-            reports[task_id] = PollReport(task_id, "running", progress=progress)
+            reports[task_id] = PollReport(
+                task_id, "running", progress=progress, computing=gated.strip() != "0"
+            )
         elif kind == "L":
             reports[task_id] = PollReport(
                 task_id, "lost", error="the runner is gone and left no status"

@@ -2,10 +2,36 @@
 # edgectl node-side task runner. Started detached (setsid, stdin from /dev/null) in the
 # task directory: runs run.sh, lists the regular files in out/ with size and sha256 in
 # `manifest`, and writes `status` (the exit code) last, each file renamed into place whole.
+# $1: the node's core gate, N tokens shared by the tasks of this workdir (0: no gate).
 cd "$(dirname "$0")" || exit 1
 mkdir -p out claims  # claims/<j>: input j started here, or taken back (remote.TAKEBACK)
-sh ./run.sh > stdout.log 2> stderr.log
+gate=${1:-0}
+case $gate in ""|*[!0-9]*|?????*) gate=0 ;; esac
+# The gate: a task whose inputs are here waits until one of the tokens gate/0 .. gate/N-1
+# is free, so that a node keeps more tasks than cores without running more than N at once.
+# The token is a flock held on descriptor 9 by this shell alone (run.sh gets it closed):
+# it is released when this shell ends or is killed, never kept by a stray child.
+if [ "$gate" -gt 0 ] && command -v flock >/dev/null 2>&1 \
+  && mkdir -p ../../gate 2>/dev/null && [ -w ../../gate ]; then
+  held=
+  while [ -z "$held" ]; do
+    i=0
+    while [ "$i" -lt "$gate" ]; do
+      exec 9>> "../../gate/$i"
+      if flock -n 9; then held=$i; break; fi
+      exec 9>&-
+      i=$((i + 1))
+    done
+    # Inputs are claimed by run.sh only once it runs: those of a waiting task can be
+    # taken back (remote.TAKEBACK) until then.
+    [ -n "$held" ] || sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-
+  done
+fi
+# Computing from here on (the poll reports it).
+date +%s > gated.tmp && mv gated.tmp gated
+sh ./run.sh > stdout.log 2> stderr.log 9>&-
 rc=$?
+exec 9>&-  # the token is free for the next task while this one lists its outputs
 : > manifest.tmp
 for f in out/* out/.[!.]*; do
   [ -f "$f" ] && [ ! -h "$f" ] || continue
