@@ -26,7 +26,7 @@ class Placing(TaskLife):
         """Tell the scheduler the nodes, the jobs and what the ledger shows in flight."""
         now = time.time()
         local = local_inputs(r.job for r in self.jobs.values())
-        self.dispatcher.update_nodes(
+        self._update_nodes(
             [
                 node_state(self.nodes[p.name].node, p, local.get(p.name, frozenset()))
                 for p in self.probed
@@ -104,6 +104,7 @@ class Placing(TaskLife):
         # one is downloaded again (storing is idempotent), a lost one placed again.
         task.state = TaskState.RUNNING
         self.adopted.add(task.id)
+        self.began.add(task.run_name())  # the scheduler takes it as computing from now
         self.progress[task.id] = Progress(0, now)
         slot.next_poll = 0.0
         self.event(task.job_id, f"task {task.id} on {slot.node.name}: reattached after a restart")
@@ -140,6 +141,7 @@ class Placing(TaskLife):
             self.attempt[(key, slot.node.name)] = task.id
         attempt = task.new_attempt(slot.node.name, time.time())
         attempt.nice = remote.NICE_FAVOURED if assignment.favoured else remote.NICE
+        attempt.gate = self._gate_for(slot.node.name, assignment.favoured)
         self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
         slot.active.add(task.id)
         self._spawn(self._start(task, slot))

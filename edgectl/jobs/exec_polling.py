@@ -60,6 +60,8 @@ class Polling(TaskLife):
             if task.state != TaskState.RUNNING or task.run_name() != report.task_id:
                 continue  # ended meanwhile (a copy won, a cancel)
             if report.state == "running":
+                if report.computing or report.progress:
+                    self._began(task, slot)
                 self._computed(task, slot, report.progress)
             elif report.state == "starting":
                 # Its start holds the attempt and writes the pid next; one that never does
@@ -68,6 +70,7 @@ class Polling(TaskLife):
                 if self.clock() - since > self.options.lease:
                     self._fail(task, slot, "its start never finished")
             elif report.state == "finished":
+                self._began(task, slot)  # it ended between two polls, maybe gated at the first
                 continue  # downloaded below
             elif task.id in self.adopted:
                 # Given up (or its runner died): after the restart it can be placed again,
@@ -105,7 +108,7 @@ class Polling(TaskLife):
         nodes = [s.node for s in self.nodes.values()]
         probed = await self.prober(nodes)
         local = local_inputs(r.job for r in self.jobs.values())
-        self.dispatcher.update_nodes(
+        self._update_nodes(
             [
                 node_state(self.nodes[p.name].node, p, local.get(p.name, frozenset()))
                 for p in probed

@@ -20,7 +20,8 @@ from edgectl.jobs.ledger import Ledger
 from edgectl.jobs.model import Job, Task, TaskState, new_id
 from edgectl.jobs.placement import scheduler_config, task_key
 from edgectl.jobs.results import results_dir
-from edgectl.scheduler import Dispatcher, SchedulerConfig, TaskStatus
+from edgectl.scheduler import Dispatcher, NodeState, SchedulerConfig, TaskStatus
+from edgectl.scheduler.rates import background_load, slot_count
 from edgectl.transport import ConnectionPool
 
 ACTIVE = (TaskState.PLACED, TaskState.UPLOADING, TaskState.RUNNING, TaskState.DOWNLOADING)
@@ -43,6 +44,10 @@ class ExecOptions:
     flush_interval: float = 0.2
     reprobe_s: float = 60.0  # facts (load, disk) are refreshed this often during a run
     given_up_age: int = 600  # s: a cleanup removes markers of given-up attempts this old
+    # Core tokens a task waits for on its node once uploaded (see runners/task.sh). None:
+    # the node's free cores at its last probe, and none for a favoured task (it runs at
+    # once, niced less); a number: that many for every task (0: no gate).
+    gate: int | None = None
     scheduler: SchedulerConfig | None = None  # None: suited to these options
 
 
@@ -132,6 +137,33 @@ class RunState:
         self.bytes_uploaded: dict[str, int] = {}  # per job
         self.probed = probed
         self.crashed: BaseException | None = None
+        # Per node, its free cores as the scheduler saw them at the last probe: the gate size.
+        self.free_cores: dict[str, int] = {}
+        # Attempts (by directory) the scheduler was told began computing: told once each.
+        self.began: set[str] = set()
+
+    def _update_nodes(self, states: list[NodeState], now: float) -> None:
+        """Give the scheduler fresh facts of some nodes, and note their free cores."""
+        self.dispatcher.update_nodes(states, now)
+        for state in states:
+            slot = self.nodes.get(state.name)
+            if slot is None or not state.reachable:
+                continue
+            # What the scheduler counts too: load not caused by our computing tasks.
+            ours = sum(
+                1
+                for t in slot.active
+                if self.tasks[t].state == TaskState.RUNNING
+                and self.tasks[t].run_name() in self.began
+            )
+            background = background_load(state.load1, ours)
+            self.free_cores[state.name] = slot_count(state, background, 0)
+
+    def _gate_for(self, node: str, favoured: bool) -> int:
+        """Core tokens a new attempt on `node` waits for (0: it computes at once)."""
+        if self.options.gate is not None:
+            return max(0, self.options.gate)
+        return 0 if favoured else self.free_cores.get(node, 0)
 
     # -- bookkeeping ------------------------------------------------------------------------
 

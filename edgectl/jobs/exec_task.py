@@ -62,7 +62,9 @@ class TaskLife(TakingBack):
             conn = await self.pool.connection(slot.node)
             nice = remote.NICE if attempt.nice is None else attempt.nice
             steps = str(self.options.start_wait_steps)
-            argv = remote.sh(remote.START, slot.node.workdir, name, steps, str(nice))
+            argv = remote.sh(
+                remote.START, slot.node.workdir, name, steps, str(nice), str(attempt.gate)
+            )
             result = await conn.run(
                 argv, stdin=data, timeout=self.options.op_timeout, max_output=16 << 20
             )
@@ -96,17 +98,29 @@ class TaskLife(TakingBack):
             pid=int(pid) if pid.isdigit() else None,
             remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{name}",
         )
-        now = time.time()
-        self.progress[task.id] = Progress(0, now)
-        self.dispatcher.task_started(self._inputs_of(task)[0], slot.node.name, now)
+        self.progress[task.id] = Progress(0, time.time())
         report = remote.parse_poll(
             result.stdout_text, [name], self.options.max_file, self.options.max_task_output
         )
+        if attempt.gate == 0 or report[name].state == "finished":
+            # No gate: computing now. Gated: it computes once a core token is free, which
+            # a later poll tells (`gated` on the node).
+            self._began(task, slot)
         if report[name].state == "finished":
             await self._finished(task, slot, report[name])
         else:
             slot.next_poll = min(slot.next_poll or math.inf, self.clock() + self.options.poll_min)
             slot.poll_interval = self.options.poll_min
+
+    def _began(self, task: Task, slot: NodeSlot) -> None:
+        """The task's attempt began computing: tell the scheduler, once per attempt."""
+        name, keys = task.run_name(), self._inputs_of(task)
+        if name in self.began or not keys:
+            return
+        self.began.add(name)
+        now = time.time()
+        self.progress[task.id] = Progress(0, now)  # its time per input counts from here
+        self.dispatcher.task_started(keys[0], slot.node.name, now)
 
     def _computed(self, task: Task, slot: NodeSlot, count: int) -> None:
         """The node says `count` of the task's inputs are done: tell the scheduler (timing only)."""

@@ -76,6 +76,7 @@ class Attempt:
     run: str | None = None  # its directory on the node, tasks/<run>
     inputs: list[str] | None = None  # names of the inputs uploaded, in the runner's order
     nice: int | None = None  # the niceness its runner was started at (None: before it was set)
+    gate: int = 0  # core tokens its runner waited on before computing (0: none, it ran at once)
 
 
 @dataclass
