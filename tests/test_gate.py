@@ -1,0 +1,197 @@
+"""The node-side core gate: a task whose inputs are on its node waits there for one of N
+core tokens before it computes, so that a node keeps more tasks than cores busy without
+running more than N at once. On the real-sshd fleet, with real runners and real flocks."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgectl import Fleet as EdgeFleet
+from edgectl.jobs import remote
+from edgectl.jobs.executor import ExecOptions
+from edgectl.jobs.model import Job, JobState
+from edgectl.jobs.placement import scheduler_config
+from edgectl.jobs.service import Jobs
+from tests.fleet import Fleet
+from tests.test_fleet_view import make_home
+
+FAST = ExecOptions(op_timeout=5.0, lease=4.0, poll_max=0.5)
+# No speculative copies: each input runs once, so that the times it leaves are its own.
+ONCE = replace(
+    FAST, scheduler=replace(scheduler_config(FAST.poll_max, FAST.reprobe_s), duplicates=False)
+)
+# What the probe is made to say of every node: four idle cores. The machine running the
+# tests has few cores and a load of its own; pinned, the scheduler gives the node room for
+# both tasks at once, whatever else runs here, and the free cores (the gate) are known.
+CORES = 4
+TIMED = "date +%s.%N > out/{stem}.start; sleep 1; date +%s.%N > out/{stem}.end"
+
+
+@pytest.mark.parametrize(
+    ("line", "progress", "computing"),
+    [
+        ("R\tta.1-00aa\t3", 3, True),  # a runner of before the gate: always computing
+        ("R\tta.1-00aa\t0\t0", 0, False),  # waiting for a core token
+        ("R\tta.1-00aa\t0\t1", 0, True),
+        ("R\tta.1-00aa\t2\t1\n", 2, True),
+        ("R\tta.1-00aa\tx\t0", 0, False),
+    ],
+)
+def test_a_poll_tells_whether_a_running_task_waits_at_the_gate(
+    line: str, progress: int, computing: bool
+) -> None:
+    [report] = remote.parse_poll(line, ["ta.1-00aa"], 1 << 20, 1 << 20).values()
+    assert report.state == "running"
+    assert report.progress == progress
+    assert report.computing is computing
+
+
+@pytest.fixture
+def idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes that report CORES idle cores (the rest of each probe is real)."""
+    probe = EdgeFleet.probe_async
+
+    async def pinned(self: EdgeFleet, *args: Any, **kwargs: Any) -> Any:
+        results = await probe(self, *args, **kwargs)
+        for result in results:
+            if result.reachable:
+                result.facts.update(cores=CORES, load1=0.0)
+        return results
+
+    monkeypatch.setattr(EdgeFleet, "probe_async", pinned)
+
+
+def submit_two(home: Path, tmp_path: Path, node: str, run: str) -> tuple[Jobs, Job]:
+    """A script job of two inputs on one node."""
+    directory = tmp_path / "inputs"
+    directory.mkdir()
+    for name in ("a", "b"):
+        (directory / f"{name}.txt").write_text(f"{name}\n")
+    jobs = Jobs(EdgeFleet(home))
+    return jobs, jobs.submit("script", [str(directory)], selector=node, params={"run": run})
+
+
+def times(home: Path, job_id: str) -> list[tuple[float, float]]:
+    """Each input's (start, end) as its command wrote them, earliest start first."""
+    directory = home / "results" / job_id
+    spans = [
+        (float((directory / f"{s}.start").read_text()), float((directory / f"{s}.end").read_text()))
+        for s in ("a", "b")
+    ]
+    return sorted(spans)
+
+
+def attempts(jobs: Jobs, job_id: str) -> list[dict[str, Any]]:
+    tasks = jobs.show(job_id)["tasks"]
+    assert len(tasks) == 2 and all(len(t["inputs"]) == 1 for t in tasks), tasks  # two tasks
+    return [t["attempts"][-1] for t in tasks]
+
+
+@pytest.mark.usefixtures("idle_cores")
+def test_a_gate_of_one_runs_two_tasks_of_a_node_one_after_the_other(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, fleet)
+    jobs, job = submit_two(home, tmp_path, fleet.nodes[0].name, TIMED)
+    assert jobs.run(job.id, options=replace(ONCE, gate=1)) == JobState.DONE
+    assert [a["gate"] for a in attempts(jobs, job.id)] == [1, 1]
+    (_, first_end), (second_start, _) = times(home, job.id)
+    assert second_start >= first_end  # the second waited for the first's token
+
+
+@pytest.mark.parametrize("gate", [None, 0], ids=["free-cores", "off"])
+@pytest.mark.usefixtures("idle_cores")
+def test_without_a_gate_that_binds_two_tasks_of_a_node_overlap(
+    fleet: Fleet, tmp_path: Path, gate: int | None
+) -> None:
+    """By default the gate is the node's free cores (none for the favoured task): four
+    here, so both run at once, as they do with the gate off."""
+    home = make_home(tmp_path, fleet)
+    jobs, job = submit_two(home, tmp_path, fleet.nodes[0].name, TIMED)
+    assert jobs.run(job.id, options=replace(ONCE, gate=gate)) == JobState.DONE
+    for attempt in attempts(jobs, job.id):
+        favoured = attempt["nice"] == remote.NICE_FAVOURED
+        assert attempt["gate"] == (0 if gate == 0 or favoured else CORES)
+    (_, first_end), (second_start, _) = times(home, job.id)
+    assert second_start < first_end - 0.3
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies have exited)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[2] == str(pgid) and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+@contextlib.contextmanager
+def running(jobs: Jobs, job_id: str, options: ExecOptions) -> Iterator[list[JobState]]:
+    """The job's executor in a thread; cancelled and joined at the end whatever happens."""
+    ended: list[JobState] = []
+    thread = threading.Thread(target=lambda: ended.append(jobs.run(job_id, options=options)))
+    thread.start()
+    try:
+        yield ended
+    finally:
+        if thread.is_alive():
+            jobs.cancel(job_id)
+        thread.join(timeout=60)
+
+
+@pytest.mark.usefixtures("idle_cores")
+def test_a_task_waiting_at_the_gate_is_cancelled_leaving_no_process_and_a_free_token(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    node = fleet.nodes[1]
+    tasks_dir = Path(node.workdir) / "tasks"
+    home = make_home(tmp_path, fleet)
+    jobs, job = submit_two(home, tmp_path, node.name, "sleep 300")
+    with running(jobs, job.id, replace(ONCE, gate=1)) as ended:
+        computing: list[Path] = []
+        waiting: list[Path] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (computing and waiting):
+            runs = [r for r in tasks_dir.glob("t*") if (r / "pid").exists()]
+            computing = [r for r in runs if (r / "gated").exists()]
+            waiting = [r for r in runs if not (r / "gated").exists()]
+            time.sleep(0.1)
+        assert len(computing) == 1 and len(waiting) == 1, (computing, waiting)
+        time.sleep(0.5)  # a few polls: the waiting one keeps waiting, its input unclaimed
+        assert not (waiting[0] / "gated").exists()
+        assert not (waiting[0] / "claims" / "0").exists()
+        pids = [int((r / "pid").read_text()) for r in (*computing, *waiting)]
+        assert all(_group_members(p) for p in pids)
+        jobs.cancel(job.id)
+    assert ended == [JobState.CANCELLED]
+    for pid in pids:  # every process of both runners is gone, the waiting one's too
+        assert _group_members(pid) == []
+    assert not list(tasks_dir.glob("t*"))
+    # The token is free again: taken at once here, then by a later task of the node.
+    token = Path(node.workdir) / "gate" / "0"
+    with token.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    (tmp_path / "later").mkdir()
+    (tmp_path / "later" / "c.txt").write_text("c\n")
+    later = jobs.submit(
+        "script",
+        [str(tmp_path / "later")],
+        selector=node.name,
+        params={"run": "echo ran > out/{stem}.out"},
+    )
+    assert jobs.run(later.id, options=replace(ONCE, gate=1)) == JobState.DONE
+    assert (home / "results" / later.id / "c.out").read_text() == "ran\n"
+    assert os.listdir(tasks_dir) == []
