@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from edgectl import Fleet as EdgeFleet
 from edgectl.jobs import remote
 from edgectl.jobs.executor import ExecOptions
+from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.model import Job, JobState
 from edgectl.jobs.placement import scheduler_config
 from edgectl.jobs.service import Jobs
@@ -97,6 +99,7 @@ def attempts(jobs: Jobs, job_id: str) -> list[dict[str, Any]]:
     return [t["attempts"][-1] for t in tasks]
 
 
+@pytest.mark.fleet
 @pytest.mark.usefixtures("idle_cores")
 def test_a_gate_of_one_runs_two_tasks_of_a_node_one_after_the_other(
     fleet: Fleet, tmp_path: Path
@@ -109,6 +112,7 @@ def test_a_gate_of_one_runs_two_tasks_of_a_node_one_after_the_other(
     assert second_start >= first_end  # the second waited for the first's token
 
 
+@pytest.mark.fleet
 @pytest.mark.parametrize("gate", [None, 0], ids=["free-cores", "off"])
 @pytest.mark.usefixtures("idle_cores")
 def test_without_a_gate_that_binds_two_tasks_of_a_node_overlap(
@@ -151,6 +155,7 @@ def running(jobs: Jobs, job_id: str, options: ExecOptions) -> Iterator[list[JobS
         thread.join(timeout=60)
 
 
+@pytest.mark.fleet
 @pytest.mark.usefixtures("idle_cores")
 def test_a_task_waiting_at_the_gate_is_cancelled_leaving_no_process_and_a_free_token(
     fleet: Fleet, tmp_path: Path
@@ -195,3 +200,37 @@ def test_a_task_waiting_at_the_gate_is_cancelled_leaving_no_process_and_a_free_t
     assert jobs.run(later.id, options=replace(ONCE, gate=1)) == JobState.DONE
     assert (home / "results" / later.id / "c.out").read_text() == "ran\n"
     assert os.listdir(tasks_dir) == []
+
+
+def test_the_inputs_of_a_task_waiting_at_the_gate_can_all_be_taken_back(tmp_path: Path) -> None:
+    """No server: the node scripts run here. The runner claims its first input only past
+    the gate, so a waiting task gives every input back, then ends having run none."""
+    run = "ta.1-00aa"
+    canary = tmp_path / "ran"
+    items = [{"name": f"i{j}.txt", "path": str(tmp_path / f"i{j}.txt")} for j in range(2)]
+    for item in items:
+        Path(item["path"]).write_text(item["name"])
+    payload = get_kind("script").payload({"run": f"touch {canary}"}, items)
+    data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
+    (tmp_path / "gate").mkdir()
+
+    def node(script: str, *args: str, data: bytes = b"") -> str:
+        argv = remote.sh(script, str(tmp_path), *args)
+        done = subprocess.run(argv, input=data, capture_output=True, timeout=30, check=True)
+        return done.stdout.decode()
+
+    with (tmp_path / "gate" / "0").open("a") as token:
+        fcntl.flock(token, fcntl.LOCK_EX)  # the node's only core is busy
+        node(remote.START, run, "0", str(remote.NICE), "1", data=data)
+        time.sleep(0.5)
+        [report] = remote.parse_poll(node(remote.POLL, run), [run], 1 << 20, 1 << 20).values()
+        assert report.state == "running" and not report.computing
+        assert sorted(node(remote.TAKEBACK, run, "0", "1").split()) == ["0", "1"]
+    for _ in range(100):  # the token is free: the runner goes on, and skips both inputs
+        if (tmp_path / "tasks" / run / "status").exists():
+            break
+        time.sleep(0.05)
+    [report] = remote.parse_poll(node(remote.POLL, run), [run], 1 << 20, 1 << 20).values()
+    assert report.state == "finished" and report.exit_status == 0
+    assert report.skipped == {0, 1}
+    assert not canary.exists()
