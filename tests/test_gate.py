@@ -24,6 +24,7 @@ from edgectl.jobs.kinds import get_kind
 from edgectl.jobs.model import Job, JobState
 from edgectl.jobs.placement import scheduler_config
 from edgectl.jobs.service import Jobs
+from edgectl.scheduler import Dispatcher
 from tests.fleet import Fleet
 from tests.test_fleet_view import make_home
 
@@ -102,14 +103,26 @@ def attempts(jobs: Jobs, job_id: str) -> list[dict[str, Any]]:
 @pytest.mark.fleet
 @pytest.mark.usefixtures("idle_cores")
 def test_a_gate_of_one_runs_two_tasks_of_a_node_one_after_the_other(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The scheduler is told each task started once, when it began computing: the second
+    one's news comes after the first one ended, not when its upload did."""
+    started: list[tuple[str, float]] = []
+    tell = Dispatcher.task_started
+
+    def noted(self: Dispatcher, task_id: str, node: str, now: float) -> None:
+        started.append((task_id, now))
+        tell(self, task_id, node, now)
+
+    monkeypatch.setattr(Dispatcher, "task_started", noted)
     home = make_home(tmp_path, fleet)
     jobs, job = submit_two(home, tmp_path, fleet.nodes[0].name, TIMED)
     assert jobs.run(job.id, options=replace(ONCE, gate=1)) == JobState.DONE
     assert [a["gate"] for a in attempts(jobs, job.id)] == [1, 1]
     (_, first_end), (second_start, _) = times(home, job.id)
     assert second_start >= first_end  # the second waited for the first's token
+    assert sorted(t for t, _ in started) == [f"{job.id}/a.txt", f"{job.id}/b.txt"]
+    assert max(at for _, at in started) >= first_end
 
 
 @pytest.mark.fleet
