@@ -21,7 +21,7 @@ from edgectl import Fleet as EdgeFleet
 from edgectl.jobs import remote
 from edgectl.jobs.executor import ExecOptions
 from edgectl.jobs.kinds import get_kind
-from edgectl.jobs.model import Job, JobState
+from edgectl.jobs.model import Job, JobState, Task
 from edgectl.jobs.placement import scheduler_config
 from edgectl.jobs.service import Jobs
 from edgectl.scheduler import Dispatcher
@@ -254,3 +254,11 @@ def test_the_inputs_of_a_task_waiting_at_the_gate_can_all_be_taken_back(tmp_path
     assert report.state == "finished" and report.exit_status == 0
     assert report.skipped == {0, 1}
     assert not canary.exists()
+
+
+def test_an_attempt_stored_before_the_gate_loads_as_ungated() -> None:
+    stored = {"id": "ta", "job_id": "j1", "inputs": [], "state": "running"}
+    stored["attempts"] = [{"node": "n01", "run": "ta.1-00aa", "nice": remote.NICE}]
+    [attempt] = Task.from_dict(stored).attempts
+    assert attempt.gate == 0
+    assert Task.from_dict(Task.from_dict(stored).to_dict()).attempts[0].gate == 0
