@@ -274,6 +274,13 @@ class _Run:
     work_left: float = 0.0  # of the current task
     started: float = 0.0
     favoured: bool = False  # at a higher CPU priority than the node's other runs
+    waiting: bool = False  # set up, waiting at the node's gate for a core
+    gated: bool = False  # has passed the gate: it keeps its core from task to task
+
+    @property
+    def computing(self) -> bool:
+        """Whether the run computes its current task (set up, and past the gate)."""
+        return self.setup_left <= 0 and not self.waiting
 
 
 @dataclass
@@ -289,11 +296,13 @@ class _Fleet:
     specs: dict[str, TaskSpec] = field(default_factory=dict)
     claims: list[tuple[float, TakeBack]] = field(default_factory=list)  # (answered at, asked)
     dropped_work: float = 0.0  # computed on nodes that dropped out, by tasks not finished
+    nodes: dict[str, SimNode] = field(default_factory=dict)
     capacity: float = 0.0  # speed x free cores, summed over time
     idle: dict[str, float] = field(default_factory=dict)  # capacity left idle, by cause
 
     def __post_init__(self) -> None:
         self.specs = {spec.id: spec for spec in self.scenario.tasks}
+        self.nodes = {node.name: node for node in self.scenario.nodes}
         self.idle = dict.fromkeys(("pushing", "queued", "tail"), 0.0)
 
     def by_node(self) -> dict[str, list[_Run]]:
@@ -313,7 +322,7 @@ class _Fleet:
                 continue
             free = max(0.0, node.cores - node.background_at(t))
             runs = by_node.get(node.name, [])
-            used = sum(speeds[id(r)] for r in runs if r.setup_left <= 0)
+            used = sum(speeds[id(r)] for r in runs if r.computing)
             self.capacity += speed * free * step
             idle_cores = max(0.0, free - used / speed)
             if idle_cores <= _EPS:
@@ -340,7 +349,7 @@ class _Fleet:
 
     def computing(self, node: str) -> int:
         """Runs computing (not pushing inputs) on a node."""
-        return sum(1 for r in self.runs if r.node == node and r.setup_left <= 0)
+        return sum(1 for r in self.runs if r.node == node and r.computing)
 
     def speeds(self, t: float) -> dict[int, float]:
         """Per run (by id): its speed. Computing runs are niced below the background load;
@@ -352,14 +361,16 @@ class _Fleet:
         for node in self.scenario.nodes:
             runs = by_node.get(node.name, [])
             speed = node.speed_at(t, self.scenario.slow_factor)
-            computing = [r for r in runs if r.setup_left <= 0]
+            computing = [r for r in runs if r.computing]
             favoured = sum(1 for r in computing if r.favoured)
             free = max(0.0, node.cores - node.background_at(t))
             first = min(1.0, free / favoured) if favoured else 0.0
             rest = len(computing) - favoured
             share = min(1.0, (free - first * favoured) / rest) if rest else 1.0
             for run in runs:
-                if run.setup_left > 0:
+                if run.waiting:
+                    found[id(run)] = 0.0
+                elif run.setup_left > 0:
                     found[id(run)] = speed
                 else:
                     found[id(run)] = speed * (first if run.favoured else share)
@@ -398,14 +409,38 @@ class _Fleet:
             self.begin(run, t)
 
     def begin(self, run: _Run, t: float) -> None:
-        """Start computing the run's next task, or end the run."""
+        """Start computing the run's next task, or end the run; a run just set up waits at
+        the gate while its node's cores are taken (a favoured one passes at once)."""
         while run.tasks and run.tasks[0] in self.done:
             run.tasks.pop(0)
         if not run.tasks:
             self.runs.remove(run)
             return
+        if not run.gated and not run.favoured and self.gate_full(run, t):
+            run.waiting = True
+            return
+        run.waiting, run.gated = False, True
         run.work_left, run.started = self.scenario.costs[run.tasks[0]], t
         self.policy.task_started(run.tasks[0], run.node, t)
+
+    def gate_full(self, run: _Run, t: float) -> bool:
+        """Whether the node's gate has no core for the run: as many others compute as the
+        node has cores free of background load (rounded up)."""
+        node = self.nodes[run.node]
+        cores = max(1, math.ceil(node.cores - node.background_at(t) - _EPS))
+        others = sum(
+            1
+            for r in self.runs
+            if r.node == run.node and r is not run and r.computing and not r.favoured
+        )
+        return others >= cores
+
+    def admit(self, t: float) -> None:
+        """Runs waiting at a gate with a core free now start, in the order they arrived."""
+        for run in [r for r in self.runs if r.waiting]:
+            if run in self.runs and not self.gate_full(run, t):
+                run.gated = True
+                self.begin(run, t)
 
     def claim(self, request: TakeBack, t: float) -> list[str]:
         """The controller's claims reach the node at t: the tasks not started by then come back."""
@@ -414,7 +449,7 @@ class _Fleet:
             return []  # the exec fails: nothing is claimed
         returned = []
         for run in [r for r in self.runs if r.node == request.node]:
-            started = run.tasks[0] if run.setup_left <= 0 and run.tasks else None
+            started = run.tasks[0] if run.computing and run.tasks else None
             for task_id in request.task_ids:
                 if task_id in run.tasks and task_id != started:
                     run.tasks.remove(task_id)
@@ -426,7 +461,7 @@ class _Fleet:
     def end_stall(self, stall: Stall, dispatcher: Dispatcher, t: float) -> None:
         """The controller ends a stalled chunk: what it computed of its task is lost."""
         for run in [r for r in self.runs if r.node == stall.node and stall.task_id in r.tasks]:
-            if run.tasks[0] == stall.task_id and run.setup_left <= 0:
+            if run.tasks[0] == stall.task_id and run.computing:
                 self.wasted_work += self.scenario.costs[stall.task_id] - run.work_left
             self.runs.remove(run)
             for task_id in run.tasks:
@@ -439,7 +474,7 @@ class _Fleet:
         """Drop a task from a node's run: a copy of it won elsewhere."""
         for run in list(self.runs):
             if run.node == node and task_id in run.tasks:
-                current = run.tasks[0] == task_id and run.setup_left <= 0
+                current = run.tasks[0] == task_id and run.computing
                 run.tasks.remove(task_id)
                 if current:
                     self.wasted_work += self.scenario.costs[task_id] - run.work_left
@@ -481,6 +516,7 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
         if isinstance(policy, Dispatcher):  # the same rule as the job engine's
             for stall in policy.stalled(t):
                 fleet.end_stall(stall, policy, t)
+        fleet.admit(t)
         for assignment in policy.assign(t):
             fleet.start(assignment, t)
         speeds = fleet.speeds(t)
@@ -514,7 +550,7 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
                 if node.drop_at is not None and t >= node.drop_at and node.name not in fleet.lost:
                     fleet.lost.add(node.name)
                     for run in [r for r in fleet.runs if r.node == node.name]:
-                        if run.setup_left <= 0 and run.tasks:
+                        if run.computing and run.tasks:
                             fleet.dropped_work += scenario.costs[run.tasks[0]] - run.work_left
                         fleet.runs.remove(run)
                     policy.node_lost(node.name, t)

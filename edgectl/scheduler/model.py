@@ -83,7 +83,9 @@ class SchedulerConfig:
     stall_min_s: float = 60.0
     report_delay_s: float = 0.0  # events reach us this late (a poll interval): not lateness
     exclude_after_failures: int = 3  # consecutive task failures that exclude a node
-    extra_slots: int = 1  # slots beyond free cores, so that uploads overlap computing
+    # Slots beyond free cores, so that uploads overlap computing: a chunk in one waits on
+    # the node, at its gate, until a core is free (a favoured one passes at once).
+    extra_slots: int = 2
     min_free_share: float = 0.1  # floor of a node's free share of its cores in the prior
 
 

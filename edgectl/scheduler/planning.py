@@ -74,16 +74,23 @@ class NodeView:
     has_inputs: frozenset[str]
     disk_left: int | None
     lagging: bool = False  # several of its tasks late at once: it slowed down
+    gate: int = 0  # chunks that compute at once (its free cores); 0: every slot computes
 
 
 def make_pool(view: NodeView, now: float, extra_busy: Sequence[float] = ()) -> SlotPool:
-    """A pool whose slots 0..free-1 are free now and the rest free as running chunks end."""
+    """A pool whose slots 0..free-1 may take a chunk now and the rest free as running
+    chunks end."""
     # With more chunks running than slots (the node got busier), a slot frees only when
     # enough chunks have ended, so the latest end times are the ones that count.
     ends = sorted(max(now, end) for end in [*view.busy_until, *extra_busy])
     free = max(0, view.free - len(extra_busy))
     busy = ends[len(ends) - (view.slots - free) :] if view.slots > free else []
-    heap = [(now, index) for index in range(free)]
+    # Past the node's gate only `gate` chunks compute: a free slot beyond its idle cores
+    # takes a chunk now (its inputs upload meanwhile) that starts computing when the
+    # next running chunk ends.
+    idle = free if not view.gate else max(0, min(free, view.gate - (view.slots - free)))
+    heap = [(now, index) for index in range(idle)]
+    heap += [(ends[k] if k < len(ends) else now, idle + k) for k in range(free - idle)]
     heap += [(end, free + index) for index, end in enumerate(busy)]
     heapq.heapify(heap)
     return SlotPool(view.name, view.plan_rate, view.has_inputs, view.disk_left, heap)

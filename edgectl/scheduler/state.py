@@ -149,24 +149,24 @@ class SchedulerState:
     def _share(self, name: str, task_id: str | None = None) -> float:
         """The share of a core the task's chunk on the node has now (any slot's, for None).
 
-        Favoured chunks come first: each has a whole core while there are enough free ones,
-        and the other slots share what is left.
+        Favoured chunks come first: each has a whole core while there are enough free ones
+        (they pass the node's gate at once); the others, one per free core past the gate
+        (see `slot_count`), share what is left.
         """
         state = self._nodes.get(name)
         if state is None:
             return 1.0
         background = self._background.get(name, 0.0)
-        slots = self._slots(state, background)
+        gate = slot_count(state, background)
         min_share = self.config.min_free_share
         favoured = [c for c in self._chunks.get(name, []) if c.favoured]
         if not favoured:
-            return slot_share(state, background, slots, min_share)
+            return slot_share(state, background, gate, min_share)
         cores = free_cores(state, background, min_share)
         first = min(1.0, cores / len(favoured))
         if any(task_id in c.task_ids for c in favoured):
             return first
-        rest = max(1, slots - len(favoured))
-        return max(min_share, min(1.0, (cores - first * len(favoured)) / rest))
+        return max(min_share, min(1.0, (cores - first * len(favoured)) / gate))
 
     def _slots(self, state: NodeState, background: float) -> int:
         """Slots of a node: its free cores plus `extra_slots` (see `slot_count`)."""
@@ -210,6 +210,7 @@ class SchedulerState:
         chunks = self._chunks.get(name, [])
         background = self._background.get(name, 0.0)
         slots = self._slots(state, background)
+        gate = slot_count(state, background)
         rate = self.rates.slot_rate(state, background, slots, config.min_free_share)
         plan_rate = rate
         overruns = []
@@ -252,6 +253,7 @@ class SchedulerState:
             has_inputs=state.has_inputs,
             disk_left=disk_left,
             lagging=lagging,
+            gate=gate,
         )
 
     def _stragglers(self, views: dict[str, NodeView], now: float) -> list[Straggler]:
