@@ -294,6 +294,7 @@ class _Fleet:
     lost: set[str] = field(default_factory=set)
     wasted_work: float = 0.0  # computed by attempts that lost to a copy
     specs: dict[str, TaskSpec] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)  # job id -> priority
     claims: list[tuple[float, TakeBack]] = field(default_factory=list)  # (answered at, asked)
     dropped_work: float = 0.0  # computed on nodes that dropped out, by tasks not finished
     nodes: dict[str, SimNode] = field(default_factory=dict)
@@ -302,6 +303,7 @@ class _Fleet:
 
     def __post_init__(self) -> None:
         self.specs = {spec.id: spec for spec in self.scenario.tasks}
+        self.priorities = {job.id: job.priority for job in self.scenario.jobs}
         self.nodes = {node.name: node for node in self.scenario.nodes}
         self.idle = dict.fromkeys(("pushing", "queued", "tail"), 0.0)
 
@@ -410,18 +412,36 @@ class _Fleet:
 
     def begin(self, run: _Run, t: float) -> None:
         """Start computing the run's next task, or end the run; a run just set up waits at
-        the gate while its node's cores are taken (a favoured one passes at once)."""
+        the gate while its node's cores are taken. A favoured one passes at once, unless a
+        run of a higher-priority job computes or waits there."""
         while run.tasks and run.tasks[0] in self.done:
             run.tasks.pop(0)
         if not run.tasks:
             self.runs.remove(run)
             return
-        if not run.gated and not run.favoured and self.gate_full(run, t):
+        passes = run.favoured and not self.outranked(run)
+        if not run.gated and not passes and self.gate_full(run, t):
             run.waiting = True
             return
         run.waiting, run.gated = False, True
         run.work_left, run.started = self.scenario.costs[run.tasks[0]], t
         self.policy.task_started(run.tasks[0], run.node, t)
+
+    def priority(self, run: _Run) -> int:
+        """The priority of the job the run's current task belongs to."""
+        return self.priorities[self.specs[run.tasks[0]].job_id]
+
+    def outranked(self, run: _Run) -> bool:
+        """Whether a run of a higher-priority job computes or waits on the run's node."""
+        mine = self.priority(run)
+        return any(
+            r.node == run.node
+            and r.tasks
+            and (r.computing or r.waiting)
+            and self.priority(r) > mine
+            for r in self.runs
+            if r is not run
+        )
 
     def gate_full(self, run: _Run, t: float) -> bool:
         """Whether the node's gate has no core for the run: as many others compute as the
@@ -436,8 +456,10 @@ class _Fleet:
         return others >= cores
 
     def admit(self, t: float) -> None:
-        """Runs waiting at a gate with a core free now start, in the order they arrived."""
-        for run in [r for r in self.runs if r.waiting]:
+        """Runs waiting at a gate with a core free now start: the highest priority first,
+        then in the order they arrived."""
+        waiting = sorted((r for r in self.runs if r.waiting), key=lambda r: -self.priority(r))
+        for run in waiting:
             if run in self.runs and not self.gate_full(run, t):
                 run.gated = True
                 self.begin(run, t)
@@ -534,10 +556,12 @@ def simulate(scenario: Scenario, policy_name: str, **settings: Any) -> SimResult
             if run.node in fleet.lost or speed <= 0:
                 continue
             step = min(step, run.setup_left if run.setup_left > 0 else run.work_left / speed)
-        t += max(step, 0.0)
+        before, t = t, t + max(step, 0.0)
         if t > limit:
             raise RuntimeError(f"{policy_name} did not finish seed {scenario.seed}")
-        fleet.account(speeds, t - step, max(step, 0.0))
+        # At the step's start itself: t - step may fall a rounding error before it, on the
+        # other side of a change of background load.
+        fleet.account(speeds, before, max(step, 0.0))
         _advance(fleet, speeds, step, t)
         answered = [c for c in fleet.claims if c[0] <= t + _EPS]
         fleet.claims = [c for c in fleet.claims if c[0] > t + _EPS]

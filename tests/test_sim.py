@@ -190,13 +190,46 @@ class Dealt(Policy):
         return []
 
 
+def test_the_gate_lets_the_higher_priority_run_in_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One core: t0 computes; t1 (low) and t2 (high) wait; t2 goes next though it came later.
+    jobs = (JobSpec("low"), JobSpec("high", priority=5))
+    s = scenario(
+        [plain("a", 1, 1.0)],
+        [4.0, 4.0, 4.0],
+        jobs,
+        ["low", "low", "high"],
+        dispatch_s=0.0,
+        s_per_byte=0.0,
+    )
+    policy = Dealt(Assignment("a", ("t0",)), Assignment("a", ("t1",)), Assignment("a", ("t2",)))
+    monkeypatch.setattr(sim, "make_policy", lambda name, scenario, **settings: policy)
+    sim.simulate(s, "scripted")
+    assert policy.ends == pytest.approx({"t0": 4.0, "t2": 8.0, "t1": 12.0})
+
+
+def test_a_favoured_run_waits_at_the_gate_behind_a_higher_priority_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One core held by the high-priority t0: the favoured low-priority t1 waits for it.
+    jobs = (JobSpec("low"), JobSpec("high", priority=5))
+    s = scenario(
+        [plain("a", 1, 1.0)], [4.0, 4.0], jobs, ["high", "low"], dispatch_s=0.0, s_per_byte=0.0
+    )
+    policy = Dealt(Assignment("a", ("t0",)), Assignment("a", ("t1",), favoured=True))
+    monkeypatch.setattr(sim, "make_policy", lambda name, scenario, **settings: policy)
+    sim.simulate(s, "scripted")
+    assert policy.ends == pytest.approx({"t0": 4.0, "t1": 8.0})
+
+
 @pytest.mark.parametrize(
     ("favoured", "ends"),
     [
         # A whole core for t0; t1 and t2 share the other.
         (True, {"t0": 10.0, "t1": 10.0, "t2": 10.0}),
-        # Three runs share two cores until t1 and t2 end; then t0 has a core alone.
-        (False, {"t0": 12.5, "t1": 7.5, "t2": 7.5}),
+        # Not favoured, t2 waits at the node's gate until t1's core frees.
+        (False, {"t0": 10.0, "t1": 5.0, "t2": 10.0}),
     ],
 )
 def test_a_favoured_run_has_a_whole_core_and_the_others_share_the_rest(

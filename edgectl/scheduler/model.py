@@ -86,6 +86,9 @@ class SchedulerConfig:
     # Slots beyond free cores, so that uploads overlap computing: a chunk in one waits on
     # the node, at its gate, until a core is free (a favoured one passes at once).
     extra_slots: int = 2
+    # The second extra slot only while at least this share of all work is queued: in the
+    # tail a chunk waiting at a gate holds tasks that another node could start at once.
+    prefetch_share: float = 0.25
     min_free_share: float = 0.1  # floor of a node's free share of its cores in the prior
 
 

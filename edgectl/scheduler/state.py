@@ -109,6 +109,7 @@ class SchedulerState:
         self._lost: dict[str, float] = {}
         self._job_reasons: dict[tuple[str, str], list[str]] = {}
         self.total_work = 0.0
+        self._prefetch = True  # see `_update_prefetch`
         # Work computed twice by copies and the attempts they raced, as far as we can tell:
         # while a race runs, what the original is expected to have computed for nothing by
         # the time its copy ends (`expected_waste`); once it is over, what the loser computed.
@@ -170,9 +171,16 @@ class SchedulerState:
 
     def _slots(self, state: NodeState, background: float) -> int:
         """Slots of a node: its free cores plus `extra_slots` (see `slot_count`)."""
-        return slot_count(state, background, self.config.extra_slots)
+        extra = self.config.extra_slots if self._prefetch else min(1, self.config.extra_slots)
+        return slot_count(state, background, extra)
+
+    def _update_prefetch(self) -> None:
+        """Whether nodes keep their second extra slot (see `SchedulerConfig.prefetch_share`)."""
+        queued = sum(t.spec.work for t in self._tasks.values() if t.status is TaskStatus.QUEUED)
+        self._prefetch = queued >= self.config.prefetch_share * self.total_work
 
     def _views(self, now: float) -> dict[str, NodeView]:
+        self._update_prefetch()
         return {name: self._view(name, now) for name in self._nodes}
 
     def _timing(self, chunk: ChunkRecord, rate: float, now: float) -> tuple[float, float, float]:
@@ -187,16 +195,16 @@ class SchedulerState:
         if chunk.measured:
             expected_then = chunk.expected_s.get(first.spec.id, expected_now)
         if started is None:
+            # Past its push, a chunk not yet computing waits at the node's gate for a core:
+            # that wait is not lateness of its task.
             pushed = chunk.transfer_s
-            return (
-                expected_now + pushed,
-                expected_then + pushed,
-                max(0.0, now - chunk.since - delay),
-            )
+            elapsed = min(max(0.0, now - chunk.since - delay), pushed + self.config.dispatch_s)
+            return expected_now + pushed, expected_then + pushed, elapsed
         return expected_now, expected_then, max(0.0, now - started - delay)
 
     def _any_free_slot(self, now: float) -> bool:
         """Whether some usable node has a free slot (a cheap check before the full views)."""
+        self._update_prefetch()
         for name, state in self._nodes.items():
             slots = self._slots(state, self._background.get(name, 0.0))
             if len(self._chunks.get(name, [])) < slots and not node_reasons(
