@@ -408,12 +408,13 @@ def test_a_take_back_returns_what_is_unstarted_when_it_reaches_the_node(
 
 
 def test_giving_back_rescues_chunks_on_a_node_that_slowed() -> None:
-    # Chunks of half the work each: `a` slows soon after taking its own; without giving
-    # back, b idles while a grinds through it.
+    # One slot per core and long chunks: `a` slows soon after taking its own; without
+    # giving back, b idles while a grinds through them.
     nodes = [plain("a", 2, 4.0, slow_at=3.0), plain("b", 2, 4.0)]
     s = scenario(nodes, [1.0] * 300, probe_every_s=2.0, dispatch_s=0.5, s_per_byte=0.0)
-    kept = simulate(s, "edgectl-nodup", give_back=False, chunk_divisor=1.0)
-    given = simulate(s, "edgectl-nodup", chunk_divisor=1.0)
+    long_chunks = {"chunk_divisor": 1.0, "extra_slots": 0}
+    kept = simulate(s, "edgectl-nodup", give_back=False, **long_chunks)
+    given = simulate(s, "edgectl-nodup", **long_chunks)
     assert given.makespan < 0.5 * kept.makespan
     assert given.ratio < 1.2
     assert given.duplicated_work == 0.0
