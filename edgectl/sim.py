@@ -61,6 +61,7 @@ from edgectl.scheduler import (
     TaskSpec,
 )
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
+from edgectl.scheduler.rates import gate_size
 
 POLICIES = ("edgectl", "edgectl-nodup", "round-robin", "static-split")
 BYTES_PER_WORK = 100_000  # input bytes per unit of work: estimates come from input sizes
@@ -447,7 +448,7 @@ class _Fleet:
         """Whether the node's gate has no core for the run: as many others compute as the
         node has cores free of background load (rounded up)."""
         node = self.nodes[run.node]
-        cores = max(1, math.ceil(node.cores - node.background_at(t) - _EPS))
+        cores = gate_size(node.cores, node.background_at(t))
         others = sum(
             1
             for r in self.runs

@@ -24,6 +24,12 @@ def slot_count(state: NodeState, background: float, extra: int = 0) -> int:
     return free + (extra if free >= 2 else 0)
 
 
+def gate_size(cores: int | None, background: float) -> int:
+    """Tasks that compute at once past a node's gate: its cores free of background load,
+    rounded up (a core partly free still computes), and at least one."""
+    return max(1, math.ceil((cores or 1) - background - 1e-9))
+
+
 def free_cores(state: NodeState, background: float, min_share: float) -> float:
     """Cores left for our tasks: cores x max(min_share, 1 - background / cores)."""
     cores = state.cores or 1
