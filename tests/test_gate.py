@@ -256,6 +256,48 @@ def test_the_inputs_of_a_task_waiting_at_the_gate_can_all_be_taken_back(tmp_path
     assert not canary.exists()
 
 
+def test_a_task_of_a_higher_priority_job_goes_through_the_gate_first(tmp_path: Path) -> None:
+    """No server: the node scripts run here. The high-priority task waits for token 0,
+    which is held; the low one could take token 1 but waits behind it; a stale entry of a
+    runner that is gone holds nothing up."""
+    order = tmp_path / "order"
+    (tmp_path / "gate").mkdir()
+    stale = tmp_path / "gate" / "wait.999999999"
+    stale.write_text("9 tz.1-00zz\n")  # a runner long gone: no such directory
+
+    def node(script: str, *args: str, data: bytes = b"") -> str:
+        argv = remote.sh(script, str(tmp_path), *args)
+        done = subprocess.run(argv, input=data, capture_output=True, timeout=30, check=True)
+        return done.stdout.decode()
+
+    def start(run: str, gate: str, priority: str) -> None:
+        item = tmp_path / f"{run[:2]}.txt"
+        item.write_text(run[:2] + "\n")
+        payload = get_kind("script").payload(
+            {"run": f"cat {{input}} >> {order}"}, [{"name": item.name, "path": str(item)}]
+        )
+        data = remote.pack_task(payload.files, payload.run_sh, payload.runners)
+        node(remote.START, run, "0", str(remote.NICE), gate, priority, data=data)
+
+    def finished(run: str) -> bool:
+        return (tmp_path / "tasks" / run / "status").exists()
+
+    with (tmp_path / "gate" / "0").open("a") as token:
+        fcntl.flock(token, fcntl.LOCK_EX)
+        start("hi.1-00aa", "1", "5")
+        start("lo.1-00bb", "2", "0")
+        time.sleep(1.0)  # five rounds of the waiting loop
+        assert not (tmp_path / "tasks" / "hi.1-00aa" / "gated").exists()
+        assert not (tmp_path / "tasks" / "lo.1-00bb" / "gated").exists()
+        assert not stale.exists()
+    for _ in range(200):
+        if finished("hi.1-00aa") and finished("lo.1-00bb"):
+            break
+        time.sleep(0.05)
+    assert order.read_text().split() == ["hi", "lo"]
+    assert not list((tmp_path / "gate").glob("wait.*"))
+
+
 def test_an_attempt_stored_before_the_gate_loads_as_ungated() -> None:
     stored = {"id": "ta", "job_id": "j1", "inputs": [], "state": "running"}
     stored["attempts"] = [{"node": "n01", "run": "ta.1-00aa", "nice": remote.NICE}]

@@ -141,7 +141,7 @@ class Placing(TaskLife):
             self.attempt[(key, slot.node.name)] = task.id
         attempt = task.new_attempt(slot.node.name, time.time())
         attempt.nice = remote.NICE_FAVOURED if assignment.favoured else remote.NICE
-        attempt.gate = self._gate_for(slot.node.name, assignment.favoured)
+        attempt.gate = self._gate_for(slot.node.name, task, assignment.favoured)
         self._set(task, state=TaskState.PLACED, node=slot.node.name, error=None)
         slot.active.add(task.id)
         self._spawn(self._start(task, slot))

@@ -21,7 +21,7 @@ from edgectl.jobs.model import Job, Task, TaskState, new_id
 from edgectl.jobs.placement import scheduler_config, task_key
 from edgectl.jobs.results import results_dir
 from edgectl.scheduler import Dispatcher, NodeState, SchedulerConfig, TaskStatus
-from edgectl.scheduler.rates import background_load, slot_count
+from edgectl.scheduler.rates import background_load, gate_size
 from edgectl.transport import ConnectionPool
 
 ACTIVE = (TaskState.PLACED, TaskState.UPLOADING, TaskState.RUNNING, TaskState.DOWNLOADING)
@@ -45,8 +45,9 @@ class ExecOptions:
     reprobe_s: float = 60.0  # facts (load, disk) are refreshed this often during a run
     given_up_age: int = 600  # s: a cleanup removes markers of given-up attempts this old
     # Core tokens a task waits for on its node once uploaded (see runners/task.sh). None:
-    # the node's free cores at its last probe, and none for a favoured task (it runs at
-    # once, niced less); a number: that many for every task (0: no gate).
+    # the node's free cores at its last probe (rounded up), and none for a favoured task
+    # (it runs at once, niced less) unless a task of a higher-priority job is on the node;
+    # a number: that many for every task (0: no gate).
     gate: int | None = None
     scheduler: SchedulerConfig | None = None  # None: suited to these options
 
@@ -157,13 +158,29 @@ class RunState:
                 and self.tasks[t].run_name() in self.began
             )
             background = background_load(state.load1, ours)
-            self.free_cores[state.name] = slot_count(state, background, 0)
+            self.free_cores[state.name] = gate_size(state.cores, background)
 
-    def _gate_for(self, node: str, favoured: bool) -> int:
-        """Core tokens a new attempt on `node` waits for (0: it computes at once)."""
+    def _gate_for(self, node: str, task: Task, favoured: bool) -> int:
+        """Core tokens a new attempt of `task` on `node` waits for (0: it computes at once).
+
+        A favoured one passes at once, unless a task of a job of higher priority is on the
+        node: it then waits at the gate (first in line among its job's peers).
+        """
         if self.options.gate is not None:
             return max(0, self.options.gate)
-        return 0 if favoured else self.free_cores.get(node, 0)
+        if favoured and not self._outranked(node, task):
+            return 0
+        return self.free_cores.get(node, 0)
+
+    def _outranked(self, node: str, task: Task) -> bool:
+        """Whether a task of a job of higher priority than `task`'s is active on the node."""
+        slot = self.nodes.get(node)
+        mine = self.jobs[task.job_id].job.priority
+        return slot is not None and any(
+            self.jobs[self.tasks[t].job_id].job.priority > mine
+            for t in slot.active
+            if t in self.tasks and self.tasks[t].job_id in self.jobs
+        )
 
     # -- bookkeeping ------------------------------------------------------------------------
 

@@ -63,7 +63,13 @@ class TaskLife(TakingBack):
             nice = remote.NICE if attempt.nice is None else attempt.nice
             steps = str(self.options.start_wait_steps)
             argv = remote.sh(
-                remote.START, slot.node.workdir, name, steps, str(nice), str(attempt.gate)
+                remote.START,
+                slot.node.workdir,
+                name,
+                steps,
+                str(nice),
+                str(attempt.gate),
+                str(run.job.priority),
             )
             result = await conn.run(
                 argv, stdin=data, timeout=self.options.op_timeout, max_output=16 << 20

@@ -79,10 +79,11 @@ START = (
     # The runner is its own session and process group (setsid), so it survives this exec and
     # `job cancel` can kill the group; its pid is written before this exec returns. It runs
     # at niceness $3 where nice(1) exists (setsid and nice exec in place: the pid is sh's),
-    # and first waits for one of $4 core tokens of the node (0 or none: it computes at once).
+    # and first waits for one of $4 core tokens of the node (0 or none: it computes at once),
+    # behind any waiting task of a job of higher priority than $5.
     + "if command -v nice >/dev/null 2>&1; then "
-    + 'setsid nice -n "$3" sh ./runner.sh "${4:-0}" </dev/null >/dev/null 2>&1 & '
-    + 'else setsid sh ./runner.sh "${4:-0}" </dev/null >/dev/null 2>&1 & fi; '
+    + 'setsid nice -n "$3" sh ./runner.sh "${4:-0}" "${5:-0}" </dev/null >/dev/null 2>&1 & '
+    + 'else setsid sh ./runner.sh "${4:-0}" "${5:-0}" </dev/null >/dev/null 2>&1 & fi; '
     + "p=$!; echo $p > pid; echo pid=$p; "
     # A short task is often done within a moment: wait up to $2 steps of 20 ms and
     # report it here, saving a poll round trip (no fractional sleep: no wait).
