@@ -21,20 +21,21 @@ if [ "$gate" -gt 0 ] && command -v flock >/dev/null 2>&1 \
   # gate/wait.<pid>: "<priority> <task dir>" of each task waiting here. One of another task
   # counts while its runner lives and its directory has no status yet.
   wait=../../gate/wait.$$
-  echo "$prio $here" > "$wait"
+  echo "$prio $here" > "../../gate/.wait.$$" && mv -f "../../gate/.wait.$$" "$wait"
   while [ -z "$held" ]; do
     ahead=
     for f in ../../gate/wait.*; do
       [ -f "$f" ] && [ "$f" != "$wait" ] || continue
       q= dir=
       read -r q dir < "$f" 2>/dev/null
-      case $q in ""|-|*[!0-9-]*|?*-*|-*-*|???????????*) continue ;; esac
-      [ "$q" -gt "$prio" ] || continue
-      if kill -0 "${f##*.}" 2>/dev/null && [ -d "../$dir" ] && [ ! -f "../$dir/status" ]; then
+      case $q in ""|-|*[!0-9-]*|?*-*|-*-*|???????????*) q= ;; esac
+      if [ -z "$q" ] || [ -z "$dir" ] || ! kill -0 "${f##*.}" 2>/dev/null \
+        || ! [ -d "../$dir" ] || [ -f "../$dir/status" ]; then
+        rm -f "$f"  # its runner is gone (killed while it waited)
+      elif [ "$q" -gt "$prio" ]; then
         ahead=1
         break
       fi
-      rm -f "$f"
     done
     i=0
     while [ -z "$ahead" ] && [ "$i" -lt "$gate" ]; do
