@@ -281,6 +281,17 @@ def test_a_task_its_job_would_end_with_runs_favoured() -> None:
     assert len(placed) == 12
 
 
+def test_a_long_task_sent_as_a_node_s_probe_runs_favoured() -> None:
+    # No rates yet: the small tasks go first, as probes; once only the long one is left,
+    # it is the probe of the last free slot, and favoured like any task its job ends with.
+    d = dispatcher(node("a", cores=2), node("b", cores=2))
+    d.add_job(JobSpec("j"), [*tasks("j", 7, work=1.0), TaskSpec("big", "j", {}, work=40.0)], NOW)
+    first = d.assign(NOW)
+    assert len(first) == 7 and not any(a.favoured for a in first)
+    [probe] = d.assign(NOW + 0.01)
+    assert probe.task_ids == ("big",) and probe.favoured
+
+
 def test_alike_tasks_run_unfavoured_and_the_knob_turns_favour_off() -> None:
     d = dispatcher(node("a"), node("b"), rates={"a": 1.0, "b": 1.0})
     d.add_job(JobSpec("j"), tasks("j", 40, work=5.0), NOW)

@@ -376,8 +376,13 @@ class Dispatcher(SchedulerState):
             done = self.done_work / self.total_work if self.total_work else 1.0
             share = max(self.config.early_copy_share, done)
             assignments += self._speculate(views, free, list(free), late, now, share)
+        # Long tasks alone on a slot are favoured (see `_outlasts_job`), probes too: the last
+        # task left may be a node's probe however long it is.
+        spreads: dict[str, tuple[float, float]] = {}
         for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
-            assignments.append(self._dispatch(name, [pick.task], now, views[name].rate))
+            favoured = self.config.favour_long and self._outlasts_job(pick.task, views, spreads)
+            rate = views[name].rate
+            assignments.append(self._dispatch(name, [pick.task], now, rate, favoured=favoured))
             free[name] -= 1
         taken = {task_id for a in assignments for task_id in a.task_ids}
         candidates = [c for c in candidates if c.task.id not in taken]
@@ -398,7 +403,6 @@ class Dispatcher(SchedulerState):
         target = max(fluid / self.config.chunk_divisor, min(floor, fluid))
         # Long tasks of a job about to be released are planned too, from when it should be;
         # the slot one is planned to start on is held for it (see `_backfill`).
-        spreads: dict[str, tuple[float, float]] = {}
         coming = self._coming(views, now, spreads) if self.config.hold_for_long else []
         held_ids = {c.task.id for c in coming}
         planned = candidates
