@@ -6,7 +6,11 @@ favoured task, niced less than the others, takes a whole free core first), one
 node slowing 5x mid-run, one node dropping out mid-run (noticed at the next probe, its
 tasks then re-placed), lognormal task costs whose estimates come from input sizes (so
 they are off by ~30%), some inputs already on nodes, a per-byte transfer cost and a
-fixed cost per dispatched chunk; both keep a slot busy without computing. Probes every
+fixed cost per dispatched chunk; both keep a slot busy without computing. As on a real
+node, a chunk set up waits at its node's gate until fewer of the node's other runs compute
+than it has cores free of background load (rounded up); it then keeps its core from task
+to task. Waiting runs of a higher-priority job go first; a favoured run passes at once
+unless a run of a higher-priority job is on the node. Probes every
 few simulated seconds report load (background plus our running tasks) as `load1`, as a
 real probe would. The jobs: a bulk one, an urgent one (higher priority), and a German
 one after the urgent one (only nodes with `deu` may run it).

@@ -84,7 +84,8 @@ class SchedulerConfig:
     report_delay_s: float = 0.0  # events reach us this late (a poll interval): not lateness
     exclude_after_failures: int = 3  # consecutive task failures that exclude a node
     # Slots beyond free cores, so that uploads overlap computing: a chunk in one waits on
-    # the node, at its gate, until a core is free (a favoured one passes at once).
+    # the node, at its gate, until a core is free (a favoured one passes at once, unless a
+    # task of a higher-priority job is there).
     extra_slots: int = 2
     # The second extra slot only while at least this share of all work is queued: in the
     # tail a chunk waiting at a gate holds tasks that another node could start at once.
