@@ -380,7 +380,13 @@ class Dispatcher(SchedulerState):
         # task left may be a node's probe however long it is.
         spreads: dict[str, tuple[float, float]] = {}
         for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
-            favoured = self.config.favour_long and self._outlasts_job(pick.task, views, spreads)
+            # Only a task longer than its job's average: with fewer tasks than slots every
+            # task outlasts the spread, and favouring all of them favours none.
+            job = self._jobs[pick.task.job_id]
+            longer = pick.task.work * len(job.task_ids) > job.work
+            favoured = (
+                self.config.favour_long and longer and self._outlasts_job(pick.task, views, spreads)
+            )
             rate = views[name].rate
             assignments.append(self._dispatch(name, [pick.task], now, rate, favoured=favoured))
             free[name] -= 1
