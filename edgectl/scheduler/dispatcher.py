@@ -380,7 +380,13 @@ class Dispatcher(SchedulerState):
         # task left may be a node's probe however long it is.
         spreads: dict[str, tuple[float, float]] = {}
         for name, pick in probe_picks(views, free, candidates, self.config.probe_largest):
-            favoured = self._favoured(pick.task, views, spreads)
+            # Only a task longer than its job's average: with fewer tasks than slots every
+            # task outlasts the spread, and favouring all of them favours none.
+            job = self._jobs[pick.task.job_id]
+            longer = pick.task.work * len(job.task_ids) > job.work
+            favoured = (
+                self.config.favour_long and longer and self._outlasts_job(pick.task, views, spreads)
+            )
             rate = views[name].rate
             assignments.append(self._dispatch(name, [pick.task], now, rate, favoured=favoured))
             free[name] -= 1
@@ -431,7 +437,11 @@ class Dispatcher(SchedulerState):
             chunk = self._fit_disk(cut_chunk(sequence, now, target), views[name])
             if chunk:
                 tasks = [p.task for p in chunk]
-                favoured = len(tasks) == 1 and self._favoured(tasks[0], views, spreads)
+                favoured = (
+                    self.config.favour_long
+                    and len(tasks) == 1
+                    and self._outlasts_job(tasks[0], views, spreads)
+                )
                 rate = views[name].plan_rate
                 assignments.append(self._dispatch(name, tasks, now, rate, favoured=favoured))
                 free[name] -= 1
@@ -577,16 +587,6 @@ class Dispatcher(SchedulerState):
             return False
         step = self.config.transfer_s_per_byte
         return copy_seconds(spec, view, step) <= (1 + self.config.duplicate_gain) * best[spec.id]
-
-    def _favoured(
-        self, spec: TaskSpec, views: dict[str, NodeView], spreads: dict[str, tuple[float, float]]
-    ) -> bool:
-        """Whether a task sent alone runs favoured: it outlasts its job (`_outlasts_job`)
-        and is longer than its job's average task (with fewer tasks than slots every task
-        outlasts the spread, and favouring all of them favours none)."""
-        job = self._jobs[spec.job_id]
-        longer = spec.work * len(job.task_ids) > job.work
-        return self.config.favour_long and longer and self._outlasts_job(spec, views, spreads)
 
     def _outlasts_job(
         self, spec: TaskSpec, views: dict[str, NodeView], spreads: dict[str, tuple[float, float]]
