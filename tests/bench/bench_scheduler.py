@@ -1,6 +1,7 @@
 """Scheduler quality on simulated fleets: makespan over a lower bound, per policy, 30 seeds.
 
 Run: python tests/bench/bench_scheduler.py [--seeds N] [--first K] [--jobs J] [--breakdown]
+     [--worst N] [--by-length N]
 Each seed builds one scenario (6-12 nodes of 1x/2x/4x cores, 200-600 lognormal tasks in three
 jobs, background load, a node slowing 5x and a node dropping out mid-run) and runs every
 policy on it. Prints, per policy, the mean, p95 (nearest rank) and worst of makespan / lower
@@ -17,7 +18,9 @@ tell a better scheduler from one fitted to the first 30.
 seeds with one part of the scenario taken away at a time (the 5x slowdown, the dropout, the
 background load, the estimate error, the transfer and dispatch costs), with all of them
 taken away, and with all but the estimate error taken away. `--worst N` lists edgectl's N
-worst seeds, each with where its capacity went.
+worst seeds, each with where its capacity went. `--by-length N` splits the seeds into N
+groups of equal size by the length of their run (the lower bound) and prints edgectl's mean
+and p95 in each: where in the range of run lengths its gap to the bound lies.
 """
 
 from __future__ import annotations
@@ -137,6 +140,22 @@ def print_worst(rows: list[SimResult], count: int) -> None:
     print()
 
 
+def print_by_length(rows: list[SimResult], groups: int) -> None:
+    """edgectl's mean and p95 in `groups` groups of seeds of equal size, shortest runs first."""
+    ordered = sorted(rows, key=lambda r: (r.lower_bound, r.seed))
+    groups = min(groups, len(ordered))
+    print(f"edgectl by the length of the run (lower bound, s), {groups} groups of seeds")
+    print(f"{'bound from':>12}{'to':>8}{'seeds':>7}{'mean':>8}{'p95':>8}")
+    for index in range(groups):
+        part = ordered[index * len(ordered) // groups : (index + 1) * len(ordered) // groups]
+        ratios = [r.ratio for r in part]
+        print(
+            f"{part[0].lower_bound:>12.1f}{part[-1].lower_bound:>8.1f}{len(part):>7}"
+            f"{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}"
+        )
+    print()
+
+
 def main() -> int:
     """Run the seeds, print the table and the target checks; exit 1 on a miss."""
     parser = argparse.ArgumentParser()
@@ -145,9 +164,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="worker processes")
     parser.add_argument("--breakdown", action="store_true", help="where edgectl's gap comes from")
     parser.add_argument("--worst", type=int, default=0, help="list edgectl's N worst seeds")
+    parser.add_argument(
+        "--by-length", type=int, default=0, metavar="N", help="edgectl in N groups by run length"
+    )
     args = parser.parse_args()
-    if args.seeds < 1 or args.first < 0:
-        parser.error("--seeds must be at least 1 and --first at least 0")
+    if args.seeds < 1 or args.first < 0 or args.by_length < 0:
+        parser.error("--seeds must be at least 1, --first and --by-length at least 0")
     seeds = range(args.first, args.first + args.seeds)
     if args.breakdown:
         breakdown(seeds, args.jobs)
@@ -171,6 +193,8 @@ def main() -> int:
     print_losses(results["edgectl"])
     if args.worst:
         print_worst(results["edgectl"], args.worst)
+    if args.by_length:
+        print_by_length(results["edgectl"], args.by_length)
     mean, high, copies = summary["edgectl"]
     naive = min(summary["round-robin"][0], summary["static-split"][0])
     checks = [
