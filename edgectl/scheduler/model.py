@@ -60,9 +60,11 @@ class SchedulerConfig:
     # only queued work that should end by then.
     hold_for_long: bool = True
     # Speculative copies, as a share of all work, by the scheduler's own count of what races
-    # waste. That count comes from estimated work and learned rates: on simulated seeds
-    # 0-599 it fell up to 1.3 points short of the truth (seed 543: 9.1% counted, 10.4%
-    # real at a cap of 9%), so the default keeps a point and a half below 10%.
+    # waste. That count comes from estimated work and learned rates, and prices a losing
+    # attempt at its node's last rate: on simulated seeds 0-599 it fell up to 2.4 points
+    # short of the truth where a node slowed mid-race (seed 574: 3.45% counted, 5.89%
+    # real), and at a cap of 9% seed 543 really copied 10.4%. At 8.5% none of those seeds
+    # copies more than 9.7%.
     duplicate_work_cap: float = 0.085
     early_copy_share: float = 0.25  # of the cap, for copies before the tail (grows as work ends)
     duplicate_gain: float = 0.25  # a copy must be expected to finish this share sooner
