@@ -35,6 +35,10 @@ chunk holds nothing else (dispatched alone, or the rest given back or done), so 
 killing the loser kills no other task. The scheduler learns only what a real controller
 would: probe facts, and when each task started and finished.
 
+Besides edgectl (with and without copies) and two naive policies, a clairvoyant list
+scheduler runs as a reference: it knows the true work of each task and the schedule of
+every node's changes, which no controller can (see `Clairvoyant`).
+
 Duplicated work is the work computed twice: what attempts that lost a race to a copy
 (or whose copy lost) had computed when they were cancelled, over the total work.
 
@@ -48,6 +52,7 @@ with nothing left to place (`tail`), work computed and thrown away by copies and
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -67,7 +72,7 @@ from edgectl.scheduler import (
 from edgectl.scheduler.baselines import RoundRobin, StaticSplit
 from edgectl.scheduler.rates import gate_size
 
-POLICIES = ("edgectl", "edgectl-nodup", "round-robin", "static-split")
+POLICIES = ("edgectl", "edgectl-nodup", "round-robin", "static-split", "clairvoyant")
 BYTES_PER_WORK = 100_000  # input bytes per unit of work: estimates come from input sizes
 _EPS = 1e-9
 
@@ -510,6 +515,145 @@ class _Fleet:
                     self.runs.remove(run)
 
 
+class Clairvoyant:
+    """A reference to measure against, not a scheduler: it knows what no controller can.
+
+    It knows each task's true work, and when each node will slow down, drop out and carry
+    background load. At each decision it plans every queued task of a released job, the
+    highest priority first and then the largest, on the gate slot where it would end first
+    given its node's future speed (so never on a node that drops out before the task would
+    end), and dispatches the tasks planned to start now, one per chunk, up to one chunk
+    more per node than its gate lets compute (that one pushes its inputs meanwhile). It
+    needs no copies and takes nothing back. Its makespan over the bound shows how much of
+    a scheduler's gap is the price of not knowing the future.
+    """
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.specs = {spec.id: spec for spec in scenario.tasks}
+        self.jobs = {job.id: job for job in scenario.jobs}
+        self.left = {
+            job.id: {t.id for t in scenario.tasks if t.job_id == job.id} for job in scenario.jobs
+        }
+        self.queued = set(self.specs)
+        self.ends: dict[str, dict[str, float]] = {node.name: {} for node in scenario.nodes}
+        self.lost: set[str] = set()
+        # Per node, the times its speed or background load changes.
+        self.changes = {
+            node.name: sorted(
+                {0.0, *(t for t, _ in node.background)}
+                | {t for t in (node.slow_at, node.drop_at) if t is not None}
+            )
+            for node in scenario.nodes
+        }
+
+    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
+        """Nothing to learn: it knows the fleet's whole future."""
+
+    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
+        """Every job is known from the scenario."""
+
+    def take_back(self, now: float) -> list[TakeBack]:
+        """Never: what it places ends where it was planned to."""
+        return []
+
+    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
+        """Nothing is ever asked back."""
+        return []
+
+    def task_started(self, task_id: str, node: str, now: float) -> None:
+        """Nothing to learn."""
+
+    def task_finished(
+        self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
+    ) -> list[str]:
+        """Note the task done: a job after its job may be released."""
+        self.ends[node].pop(task_id, None)
+        self.left[self.specs[task_id].job_id].discard(task_id)
+        return []
+
+    def node_lost(self, node: str, now: float) -> list[str]:
+        """Queue again what was on the node (it plans nothing there that the drop would cut)."""
+        self.lost.add(node)
+        back = sorted(self.ends[node])
+        self.ends[node] = {}
+        self.queued.update(back)
+        return back
+
+    def assign(self, now: float) -> list[Assignment]:
+        """The tasks planned to start now on nodes with room for one more chunk."""
+        up = [
+            node
+            for node in self.scenario.nodes
+            if node.name not in self.lost and (node.drop_at is None or now < node.drop_at)
+        ]
+        room, slots = {}, {}
+        for node in up:
+            gate = gate_size(node.cores, node.background_at(now))
+            ends = sorted(max(now, end) for end in self.ends[node.name].values())
+            room[node.name] = gate + 1 - len(ends)
+            # With more chunks than gate slots, a slot frees only as the latest ones end.
+            slots[node.name] = ends[len(ends) - gate :] + [now] * max(0, gate - len(ends))
+            heapq.heapify(slots[node.name])
+        if not any(count > 0 for count in room.values()):
+            return []
+        released = {
+            job.id for job in self.scenario.jobs if all(not self.left[a] for a in job.after)
+        }
+        order = sorted(
+            (t for t in self.queued if self.specs[t].job_id in released),
+            key=lambda t: (-self.jobs[self.specs[t].job_id].priority, -self.scenario.costs[t], t),
+        )
+        out = []
+        for task_id in order:
+            langs = set(self.jobs[self.specs[task_id].job_id].requires_langs)
+            best: tuple[float, float, SimNode] | None = None
+            for node in up:
+                if langs <= node.langs:
+                    free_at = slots[node.name][0]
+                    start = max(free_at, now + self._setup(node.name, task_id))
+                    end = self._finish(node, start, self.scenario.costs[task_id])
+                    if best is None or end < best[0]:
+                        best = (end, free_at, node)
+            if best is None or best[0] == math.inf:
+                continue
+            end, free_at, node = best
+            heapq.heapreplace(slots[node.name], end)
+            if room[node.name] > 0 and free_at <= now + self._setup(node.name, task_id):
+                room[node.name] -= 1
+                self.ends[node.name][task_id] = end
+                self.queued.discard(task_id)
+                out.append(Assignment(node.name, (task_id,)))
+                if not any(count > 0 for count in room.values()):
+                    break
+        return out
+
+    def _setup(self, node: str, task_id: str) -> float:
+        """Seconds to dispatch the task to the node and push the inputs it lacks."""
+        local = self.scenario.has_inputs[node]
+        pushed = sum(size for name, size in self.specs[task_id].inputs.items() if name not in local)
+        return self.scenario.dispatch_s + pushed * self.scenario.s_per_byte
+
+    def _finish(self, node: SimNode, start: float, work: float) -> float:
+        """When a run past the node's gate from `start` computes `work` (inf: it never does)."""
+        # A run past the gate has a whole core while the node's free cores, rounded up, are
+        # all taken, less the part of a core that background load takes.
+        times = self.changes[node.name]
+        t, left = start, work
+        index = sum(1 for change in times if change <= t)
+        while True:
+            free = max(0.0, node.cores - node.background_at(t))
+            share = min(1.0, free / gate_size(node.cores, node.background_at(t)))
+            rate = node.speed_at(t, self.scenario.slow_factor) * share
+            end = times[index] if index < len(times) else math.inf
+            if rate > 0 and left <= rate * (end - t):
+                return t + left / rate
+            if end == math.inf:
+                return math.inf
+            left -= rate * (end - t)
+            t, index = end, index + 1
+
+
 def make_policy(name: str, scenario: Scenario, **settings: Any) -> Policy:
     """One of POLICIES, ready to be driven; `settings` override edgectl's SchedulerConfig."""
     if name in ("edgectl", "edgectl-nodup"):
@@ -525,6 +669,8 @@ def make_policy(name: str, scenario: Scenario, **settings: Any) -> Policy:
         return RoundRobin()
     if name == "static-split":
         return StaticSplit()
+    if name == "clairvoyant":
+        return Clairvoyant(scenario)
     raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}")
 
 

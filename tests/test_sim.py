@@ -129,7 +129,7 @@ def test_every_policy_finishes_and_none_beats_the_bound() -> None:
         assert result.makespan >= bound
         assert result.tasks == len(s.tasks)
     assert results["edgectl"].duplicated_work <= 0.10
-    for policy in ("edgectl-nodup", "round-robin", "static-split"):
+    for policy in ("edgectl-nodup", "round-robin", "static-split", "clairvoyant"):
         assert results[policy].duplicated_work == 0.0
 
 
@@ -139,6 +139,32 @@ def test_edgectl_beats_the_naive_policies(seed: int) -> None:
     ratio = {policy: simulate(s, policy).ratio for policy in POLICIES}
     assert ratio["edgectl"] < 0.8 * ratio["round-robin"]
     assert ratio["edgectl"] < 0.8 * ratio["static-split"]
+
+
+def test_the_clairvoyant_reference_keeps_off_a_node_that_will_slow() -> None:
+    # a is twice as fast as b until it slows 5x at t=1: 40 work ends at 46 there, 20 on b.
+    nodes = [plain("a", 1, 4.0, slow_at=1.0), plain("b", 1, 2.0)]
+    s = scenario(nodes, [40.0], dispatch_s=0.0, s_per_byte=0.0)
+    assert simulate(s, "clairvoyant").makespan == pytest.approx(20.0)
+
+
+def test_the_clairvoyant_reference_places_nothing_that_a_dropout_would_cut() -> None:
+    # On a, 40 work would end at 10, after it drops out at 5: it goes to b (40 s); the
+    # small task ends on a before the drop. Nothing is lost.
+    nodes = [plain("a", 1, 4.0, drop_at=5.0), plain("b", 1, 1.0)]
+    s = scenario(nodes, [40.0, 8.0], dispatch_s=0.0, s_per_byte=0.0)
+    result = simulate(s, "clairvoyant")
+    assert result.makespan == pytest.approx(40.0)
+    assert result.losses["dropped"] == 0.0
+
+
+def test_the_clairvoyant_reference_releases_jobs_in_order_on_the_nodes_they_may_use() -> None:
+    # b comes after a and needs German, which only the slow node has: a's task on the fast
+    # node ends at 2, b's then runs 2 s on the slow one. Its push of 1 MB costs 0.2 s.
+    nodes = [SimNode("fast", 1, 4.0, frozenset({"eng"})), plain("slow", 1, 1.0)]
+    jobs = (JobSpec("a"), JobSpec("b", after=("a",), requires_langs=("deu",)))
+    s = scenario(nodes, [8.0, 2.0], jobs, ["a", "b"], dispatch_s=0.0)
+    assert simulate(s, "clairvoyant").makespan == pytest.approx(4.0 + 2 * MB * s.s_per_byte)
 
 
 def test_a_dropped_node_loses_its_tasks_and_they_are_placed_elsewhere() -> None:

@@ -11,6 +11,11 @@ fleet had until the makespan; see `SimResult.losses`), then checks the targets f
 (mean <= 1.12, p95 <= 1.25, duplicated work <= 10% on every seed, clearly better than both
 naive policies). Scenarios and bound: see `edgectl/sim.py`.
 
+The `clairvoyant` row is a reference, not a rival: a list scheduler that knows each task's
+true work and when each node will slow down, drop out or carry background load (see
+`Clairvoyant` in `edgectl/sim.py`). No controller can know that; the distance from its row
+to edgectl's is what edgectl pays for learning and reacting instead.
+
 `--first K` runs seeds K .. K+N-1 instead of 0 .. N-1: seeds no tuning has looked at, to
 tell a better scheduler from one fitted to the first 30.
 
