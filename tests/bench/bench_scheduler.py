@@ -25,7 +25,8 @@ background load, the estimate error, the transfer and dispatch costs), with all 
 taken away, and with all but the estimate error taken away. `--worst N` lists edgectl's N
 worst seeds, each with where its capacity went. `--by-length N` splits the seeds into N
 groups of equal size by the length of their run (the lower bound) and prints edgectl's mean
-and p95 in each: where in the range of run lengths its gap to the bound lies.
+and p95 in each, and the clairvoyant reference's: where in the range of run lengths
+edgectl's gap to the bound lies, and how much of it foresight would close.
 """
 
 from __future__ import annotations
@@ -145,18 +146,23 @@ def print_worst(rows: list[SimResult], count: int) -> None:
     print()
 
 
-def print_by_length(rows: list[SimResult], groups: int) -> None:
-    """edgectl's mean and p95 in `groups` groups of seeds of equal size, shortest runs first."""
+def print_by_length(rows: list[SimResult], reference: list[SimResult], groups: int) -> None:
+    """edgectl's mean and p95 in `groups` groups of seeds of equal size, shortest runs first,
+    next to the clairvoyant reference's on the same seeds."""
     ordered = sorted(rows, key=lambda r: (r.lower_bound, r.seed))
+    foreseen = {r.seed: r.ratio for r in reference}
     groups = min(groups, len(ordered))
-    print(f"edgectl by the length of the run (lower bound, s), {groups} groups of seeds")
-    print(f"{'bound from':>12}{'to':>8}{'seeds':>7}{'mean':>8}{'p95':>8}")
+    print(f"by the length of the run (lower bound, s), {groups} groups of seeds")
+    print(f"{'':>27}{'edgectl':>16}{'clairvoyant':>16}")
+    print(f"{'bound from':>12}{'to':>8}{'seeds':>7}" + f"{'mean':>8}{'p95':>8}" * 2)
     for index in range(groups):
         part = ordered[index * len(ordered) // groups : (index + 1) * len(ordered) // groups]
         ratios = [r.ratio for r in part]
+        best = [foreseen[r.seed] for r in part]
         print(
             f"{part[0].lower_bound:>12.1f}{part[-1].lower_bound:>8.1f}{len(part):>7}"
             f"{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}"
+            f"{statistics.mean(best):>8.3f}{p95(best):>8.3f}"
         )
     print()
 
@@ -170,7 +176,11 @@ def main() -> int:
     parser.add_argument("--breakdown", action="store_true", help="where edgectl's gap comes from")
     parser.add_argument("--worst", type=int, default=0, help="list edgectl's N worst seeds")
     parser.add_argument(
-        "--by-length", type=int, default=0, metavar="N", help="edgectl in N groups by run length"
+        "--by-length",
+        type=int,
+        default=0,
+        metavar="N",
+        help="edgectl and the clairvoyant in N groups by run length",
     )
     args = parser.parse_args()
     if args.seeds < 1 or args.first < 0 or args.by_length < 0:
@@ -199,7 +209,7 @@ def main() -> int:
     if args.worst:
         print_worst(results["edgectl"], args.worst)
     if args.by_length:
-        print_by_length(results["edgectl"], args.by_length)
+        print_by_length(results["edgectl"], results["clairvoyant"], args.by_length)
     mean, high, copies = summary["edgectl"]
     naive = min(summary["round-robin"][0], summary["static-split"][0])
     checks = [
