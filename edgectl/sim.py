@@ -636,8 +636,8 @@ class Clairvoyant:
 
     def _finish(self, node: SimNode, start: float, work: float) -> float:
         """When a run past the node's gate from `start` computes `work` (inf: it never does)."""
-        # A run past the gate has a whole core while the node's free cores, rounded up, are
-        # all taken, less the part of a core that background load takes.
+        # With the gate full, the cores background load leaves free are shared by as many
+        # runs as the gate lets compute (those free cores, rounded up).
         times = self.changes[node.name]
         t, left = start, work
         index = sum(1 for change in times if change <= t)
