@@ -52,6 +52,7 @@ with nothing left to place (`tail`), work computed and thrown away by copies and
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -538,13 +539,24 @@ class Clairvoyant:
         self.queued = set(self.specs)
         self.ends: dict[str, dict[str, float]] = {node.name: {} for node in scenario.nodes}
         self.lost: set[str] = set()
-        # Per node, the times its speed or background load changes.
-        self.changes = {
-            node.name: sorted(
+        # Per node, the times its speed or background load changes, and from each of them
+        # the rate of a run past its gate.
+        self.changes: dict[str, list[float]] = {}
+        self.rates: dict[str, list[float]] = {}
+        for node in scenario.nodes:
+            times = sorted(
                 {0.0, *(t for t, _ in node.background)}
                 | {t for t in (node.slow_at, node.drop_at) if t is not None}
             )
-            for node in scenario.nodes
+            self.changes[node.name] = times
+            self.rates[node.name] = [self._rate(node, t) for t in times]
+        # Per node and task, seconds to dispatch the task there and push the inputs it lacks.
+        self.setup = {
+            (node, spec.id): scenario.dispatch_s
+            + scenario.s_per_byte
+            * sum(size for name, size in spec.inputs.items() if name not in held)
+            for node, held in scenario.has_inputs.items()
+            for spec in scenario.tasks
         }
 
     def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
@@ -611,7 +623,7 @@ class Clairvoyant:
             for node in up:
                 if langs <= node.langs:
                     free_at = slots[node.name][0]
-                    start = max(free_at, now + self._setup(node.name, task_id))
+                    start = max(free_at, now + self.setup[node.name, task_id])
                     end = self._finish(node, start, self.scenario.costs[task_id])
                     if best is None or end < best[0]:
                         best = (end, free_at, node)
@@ -619,7 +631,7 @@ class Clairvoyant:
                 continue
             end, free_at, node = best
             heapq.heapreplace(slots[node.name], end)
-            if room[node.name] > 0 and free_at <= now + self._setup(node.name, task_id):
+            if room[node.name] > 0 and free_at <= now + self.setup[node.name, task_id]:
                 room[node.name] -= 1
                 self.ends[node.name][task_id] = end
                 self.queued.discard(task_id)
@@ -628,24 +640,22 @@ class Clairvoyant:
                     break
         return out
 
-    def _setup(self, node: str, task_id: str) -> float:
-        """Seconds to dispatch the task to the node and push the inputs it lacks."""
-        local = self.scenario.has_inputs[node]
-        pushed = sum(size for name, size in self.specs[task_id].inputs.items() if name not in local)
-        return self.scenario.dispatch_s + pushed * self.scenario.s_per_byte
+    def _rate(self, node: SimNode, t: float) -> float:
+        """Work per second of a run past the node's gate at time t."""
+        # With the gate full, the cores background load leaves free are shared by as many
+        # runs as the gate lets compute (those free cores, rounded up).
+        free = max(0.0, node.cores - node.background_at(t))
+        share = min(1.0, free / gate_size(node.cores, node.background_at(t)))
+        return node.speed_at(t, self.scenario.slow_factor) * share
 
     def _finish(self, node: SimNode, start: float, work: float) -> float:
         """When a run past the node's gate from `start` computes `work` (inf: it never does)."""
-        # With the gate full, the cores background load leaves free are shared by as many
-        # runs as the gate lets compute (those free cores, rounded up).
-        times = self.changes[node.name]
+        times, rates = self.changes[node.name], self.rates[node.name]
+        index = bisect.bisect_right(times, start) - 1
         t, left = start, work
-        index = sum(1 for change in times if change <= t)
         while True:
-            free = max(0.0, node.cores - node.background_at(t))
-            share = min(1.0, free / gate_size(node.cores, node.background_at(t)))
-            rate = node.speed_at(t, self.scenario.slow_factor) * share
-            end = times[index] if index < len(times) else math.inf
+            rate = rates[index]
+            end = times[index + 1] if index + 1 < len(times) else math.inf
             if rate > 0 and left <= rate * (end - t):
                 return t + left / rate
             if end == math.inf:
