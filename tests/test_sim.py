@@ -159,8 +159,8 @@ def test_the_clairvoyant_reference_places_nothing_that_a_dropout_would_cut() -> 
 
 
 def test_the_clairvoyant_reference_releases_jobs_in_order_on_the_nodes_they_may_use() -> None:
-    # b comes after a and needs German, which only the slow node has: a's task on the fast
-    # node ends at 2, b's then runs 2 s on the slow one. Its push of 1 MB costs 0.2 s.
+    # b comes after a and needs German, which only the slow node has: a's task computes
+    # 2 s on the fast node, then b's 2 s on the slow one, each after a push of 1 MB.
     nodes = [SimNode("fast", 1, 4.0, frozenset({"eng"})), plain("slow", 1, 1.0)]
     jobs = (JobSpec("a"), JobSpec("b", after=("a",), requires_langs=("deu",)))
     s = scenario(nodes, [8.0, 2.0], jobs, ["a", "b"], dispatch_s=0.0)
