@@ -144,13 +144,16 @@ class SimResult:
 
 
 class Policy(Protocol):
-    """What the simulation drives: the dispatcher's event interface."""
+    """What the simulation drives: the dispatcher's event interface. A policy that subclasses
+    it inherits these bodies: it learns nothing, places nothing, and takes nothing back."""
 
     def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
         """Facts from a probe round."""
+        return None
 
     def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
         """A job to run."""
+        return None
 
     def assign(self, now: float) -> list[Assignment]:
         """Work for free slots."""
@@ -166,6 +169,7 @@ class Policy(Protocol):
 
     def task_started(self, task_id: str, node: str, now: float) -> None:
         """A task began computing."""
+        return None
 
     def task_finished(
         self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
@@ -516,7 +520,7 @@ class _Fleet:
                     self.runs.remove(run)
 
 
-class Clairvoyant:
+class Clairvoyant(Policy):
     """A reference to measure against, not a scheduler: it knows what no controller can.
 
     It knows each task's true work, and when each node will slow down, drop out and carry
@@ -525,8 +529,9 @@ class Clairvoyant:
     given its node's future speed (so never on a node that drops out before the task would
     end), and dispatches the tasks planned to start now, one per chunk, up to one chunk
     more per node than its gate lets compute (that one pushes its inputs meanwhile). It
-    needs no copies and takes nothing back. Its makespan over the bound shows how much of
-    a scheduler's gap is the price of not knowing the future.
+    needs no copies and takes nothing back (the protocol's defaults), and learns nothing
+    from probes. Its makespan over the bound shows how much of a scheduler's gap is the
+    price of not knowing the future.
     """
 
     def __init__(self, scenario: Scenario) -> None:
@@ -558,23 +563,6 @@ class Clairvoyant:
             for node, held in scenario.has_inputs.items()
             for spec in scenario.tasks
         }
-
-    def update_nodes(self, nodes: Sequence[NodeState], now: float) -> None:
-        """Nothing to learn: it knows the fleet's whole future."""
-
-    def add_job(self, job: JobSpec, tasks: Sequence[TaskSpec], now: float) -> None:
-        """Every job is known from the scenario."""
-
-    def take_back(self, now: float) -> list[TakeBack]:
-        """Never: what it places ends where it was planned to."""
-        return []
-
-    def taken_back(self, request: TakeBack, returned: Iterable[str], now: float) -> list[str]:
-        """Nothing is ever asked back."""
-        return []
-
-    def task_started(self, task_id: str, node: str, now: float) -> None:
-        """Nothing to learn."""
 
     def task_finished(
         self, task_id: str, node: str, seconds: float, now: float, work: float | None = None
