@@ -19,10 +19,12 @@ to edgectl's is what edgectl pays for learning and reacting instead.
 `--first K` runs seeds K .. K+N-1 instead of 0 .. N-1: seeds no tuning has looked at, to
 tell a better scheduler from one fitted to the first 30.
 
-`--breakdown` shows where edgectl's gap to the bound comes from: it runs edgectl on the same
-seeds with one part of the scenario taken away at a time (the 5x slowdown, the dropout, the
-background load, the estimate error, the transfer and dispatch costs), with all of them
-taken away, and with all but the estimate error taken away. `--worst N` lists edgectl's N
+`--breakdown` shows where edgectl's gap to the bound comes from: it runs edgectl and the
+clairvoyant on the same seeds with one part of the scenario taken away at a time (the 5x
+slowdown, the dropout, the background load, the estimate error, the transfer and dispatch
+costs), with all of them taken away, and with all but the estimate error taken away; then
+with the German job no longer waiting for the urgent one, and with that and every job of
+the same priority. `--worst N` lists edgectl's N
 worst seeds, each with where its capacity went. `--by-length N` splits the seeds into N
 groups of equal size by the length of their run (the lower bound) and prints edgectl's mean
 and p95 in each, and the clairvoyant reference's: where in the range of run lengths
@@ -64,11 +66,15 @@ VARIANTS = (
     "no transfer or dispatch cost",
     "none of these",
     "only the estimate error",
+    "no dependency",
+    "no priority or dependency",
 )
 
 
 def variant(scenario: Scenario, name: str) -> Scenario:
-    """The scenario with one part, all parts, or all but the estimate error taken away."""
+    """The scenario with one part, all parts, or all but the estimate error taken away; or
+    with the German job no longer after the urgent one, and then also every job of the same
+    priority."""
     every = name in ("none of these", "only the estimate error")
     nodes = tuple(
         replace(
@@ -85,24 +91,40 @@ def variant(scenario: Scenario, name: str) -> Scenario:
     changed = replace(scenario, nodes=nodes, tasks=tasks)
     if every or name == "no transfer or dispatch cost":
         changed = replace(changed, s_per_byte=0.0, dispatch_s=0.0)
+    if name in ("no dependency", "no priority or dependency"):
+        flat = name != "no dependency"
+        jobs = tuple(
+            replace(job, after=(), priority=0 if flat else job.priority) for job in changed.jobs
+        )
+        changed = replace(changed, jobs=jobs)
     return changed
 
 
-def run_variants(seed: int) -> list[float]:
-    """edgectl's makespan / bound on every variant of one seed's scenario."""
+BREAKDOWN_POLICIES = ("edgectl", "clairvoyant")
+
+
+def run_variants(seed: int) -> list[list[float]]:
+    """Per variant of one seed's scenario, edgectl's and the clairvoyant's makespan / bound."""
     scenario = make_scenario(seed)
-    return [simulate(variant(scenario, name), "edgectl").ratio for name in VARIANTS]
+    return [
+        [simulate(variant(scenario, name), policy).ratio for policy in BREAKDOWN_POLICIES]
+        for name in VARIANTS
+    ]
 
 
 def breakdown(seeds: range, jobs: int | None) -> None:
-    """Print edgectl's mean and p95 on each variant."""
+    """Print edgectl's and the clairvoyant's mean and p95 on each variant."""
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         per_seed = list(pool.map(run_variants, seeds))
-    print(f"{describe(seeds)}; edgectl's makespan / lower bound with one part taken away")
-    print(f"{'scenario':<32}{'mean':>8}{'p95':>8}")
+    print(f"{describe(seeds)}; makespan / lower bound with one part taken away")
+    print(f"{'':<32}" + "".join(f"{policy:>16}" for policy in BREAKDOWN_POLICIES))
+    print(f"{'scenario':<32}" + f"{'mean':>8}{'p95':>8}" * len(BREAKDOWN_POLICIES))
     for index, name in enumerate(VARIANTS):
-        ratios = [row[index] for row in per_seed]
-        print(f"{name:<32}{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}")
+        cells = ""
+        for column in range(len(BREAKDOWN_POLICIES)):
+            ratios = [row[index][column] for row in per_seed]
+            cells += f"{statistics.mean(ratios):>8.3f}{p95(ratios):>8.3f}"
+        print(f"{name:<32}{cells}")
 
 
 def describe(seeds: range) -> str:
