@@ -193,6 +193,29 @@ def _live_args(user: str) -> list[str]:
     return [row[1] for row in rows if len(row) == 2 and not row[0].startswith("Z")]
 
 
+def _task_processes(user: str, task_ids: list[str]) -> list[str]:
+    """The user's live processes that work in a directory of an attempt of one of these
+    tasks (by their working directory): on the shared fleet, other tests' runs do not count.
+    A process whose directory cannot be read counts too."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.username() != user or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            name = proc.name()
+        except psutil.NoSuchProcess:
+            continue  # it ended meanwhile
+        try:
+            cwd = proc.cwd()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            cwd = ""
+        if not cwd or any(f"/tasks/{task_id}." in cwd for task_id in task_ids):
+            found.append(name)
+    return found
+
+
 def test_controller_killed_mid_job_then_resume_loses_and_doubles_nothing(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -469,5 +492,6 @@ def test_a_runner_stuck_after_its_last_input_is_ended(fleet: Fleet, tmp_path: Pa
     [failed] = [t for t in document["tasks"] if t["state"] == "failed"]
     assert failed["inputs"] == ["in001.txt"]
     assert failed["error"].count("no progress for") == 2
+    ids = [t["id"] for t in document["tasks"]]
     for node in fleet.nodes:
-        assert not [a for a in _live_args(node.user) if "sha256sum" in a]
+        assert not [a for a in _task_processes(node.user, ids) if "sha256sum" in a]
