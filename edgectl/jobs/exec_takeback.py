@@ -17,7 +17,7 @@ from edgectl.jobs.exec_setbacks import Setbacks
 from edgectl.jobs.exec_state import ACTIVE, NodeSlot
 from edgectl.jobs.model import Task, TaskState
 from edgectl.jobs.placement import task_key
-from edgectl.scheduler import Stall, TakeBack
+from edgectl.scheduler import Stall, TakeBack, TaskStatus
 from edgectl.transport import TransportError
 
 
@@ -61,10 +61,12 @@ class TakingBack(Setbacks, Copies):
             self._stop(slot, task)
             self._fail(task, slot, reason)
             return
+        for_good = False
         for key in stall.held:
             self.attempt.pop((key, stall.node), None)
             if key == stall.task_id:
-                self.dispatcher.task_failed(key, stall.node, reason, now)
+                status = self.dispatcher.task_failed(key, stall.node, reason, now)
+                for_good = status is TaskStatus.FAILED
             else:
                 self.dispatcher.task_returned(key, stall.node, now)
         if task is None or task.state.final:
@@ -73,8 +75,14 @@ class TakingBack(Setbacks, Copies):
         if task.attempts:
             task.attempts[-1].error = reason
             task.attempts[-1].finished = now
+        # Queued for now; an input that failed for good (its second node) is recorded
+        # failed, with every node's reason, when the run settles what ended.
         self._set(task, state=TaskState.QUEUED, node=None, pid=None, error=reason)
-        self.event(task.job_id, f"task {task.id} on {stall.node}: {reason}; placing it elsewhere")
+        then = "placing it elsewhere"
+        if for_good:
+            rest = ", the rest go elsewhere" if len(stall.held) > 1 else ""
+            then = f"it failed on two nodes{rest}"
+        self.event(task.job_id, f"task {task.id} on {stall.node}: {reason}; {then}")
         self.wakeup.set()
 
     async def _reclaim(self, request: TakeBack) -> None:

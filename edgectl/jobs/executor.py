@@ -108,10 +108,15 @@ class Executor(Placing, Polling):
                     if others:
                         self._set(holder, inputs=others)
                     else:
+                        # Every node that failed it (a copy's node too), as the scheduler
+                        # counted them; else what its own attempts said.
                         tried = "; ".join(
                             f"{a.node}: {a.error}" for a in holder.attempts if a.error
                         )
-                        self._set(holder, state=TaskState.FAILED, error=tried or why)
+                        failures = self.dispatcher.task_failures(key)
+                        self._set(
+                            holder, state=TaskState.FAILED, error=why if failures else tried or why
+                        )
                         continue
                 stray.setdefault(why, []).append(item)
             for why, items in stray.items():
