@@ -322,7 +322,9 @@ def test_a_late_task_is_copied_first_result_wins_and_the_loser_is_killed(
     assert time.monotonic() - started < 40  # not the 67 s of the hung attempt
     check_results(home, job.id, inputs)  # each output stored once
     tasks = jobs.show(job.id)["tasks"]
-    [copy] = [t for t in tasks if t["duplicate_of"]]
+    # Other tasks, of a few milliseconds' work, may look late as well and be copied within
+    # the budget: this is about in003's copy.
+    [copy] = [t for t in tasks if t["duplicate_of"] and t["inputs"] == ["in003.txt"]]
     original = next(t for t in tasks if t["id"] == copy["duplicate_of"])
     assert copy["state"] == "done" and copy["inputs"] == ["in003.txt"]
     assert original["state"] == "cancelled" and copy["node"] in original["error"]
