@@ -230,3 +230,33 @@ def test_inputs_not_started_can_be_taken_back_and_the_runner_skips_them(tmp_path
     assert [e.name for e in report.manifest or []] == ["i0.out"]
     # A finished task gives nothing back.
     assert node(tmp_path, remote.TAKEBACK, RUN, "1").stdout == b""
+
+
+def test_a_start_says_how_long_it_waited_for_a_quick_task(tmp_path: Path) -> None:
+    """A task done within the start's wait is reported by the start, with the steps waited:
+    its time counts from the runner's launch, not from the reply (about none at all)."""
+    begun = time.monotonic()
+    started = node(tmp_path, remote.START, RUN, "50", str(remote.NICE), data=payload("sleep 0.3"))
+    took = time.monotonic() - begun
+    assert started.returncode == 0, started.stderr
+    out = started.stdout.decode()
+    waited = remote.start_waited(out)
+    assert remote.parse_poll(out, [RUN], 1 << 20, 1 << 20)[RUN].state == "finished"
+    # It waited (0.3 s of sleep), stopped when the status came, well before its 50 steps,
+    # and each step took at least its 20 ms: the launch it implies is within the start.
+    assert 1 <= waited < 50
+    assert waited * remote.START_STEP_S <= took
+
+
+def test_a_start_that_waited_its_steps_out_says_so(tmp_path: Path) -> None:
+    started = node(tmp_path, remote.START, RUN, "5", str(remote.NICE), data=payload("sleep 60"))
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.decode().split("pid=")[1].split()[0])
+    try:
+        assert remote.start_waited(started.stdout.decode()) == 5
+        report = remote.parse_poll(started.stdout.decode(), [RUN], 1 << 20, 1 << 20)
+        assert report[RUN].state != "finished"  # nothing said of it: a poll will tell
+    finally:
+        assert node(tmp_path, remote.KILL, RUN).returncode == 0
+    time.sleep(0.2)
+    assert not _alive(pid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from edgectl.jobs import remote
-from edgectl.jobs.exec_state import NodeSlot
+from edgectl.jobs.exec_state import NodeSlot, Progress
 from edgectl.jobs.exec_task import TaskLife
 from edgectl.jobs.model import TaskState
 from edgectl.jobs.placement import local_inputs, node_state
@@ -33,6 +33,7 @@ class Polling(TaskLife):
                 )
             if not running:
                 return
+            asked = time.time()
             result = await conn.run(
                 remote.sh(remote.POLL, slot.node.workdir, *running),
                 timeout=min(self.options.op_timeout, self.options.lease),
@@ -62,6 +63,9 @@ class Polling(TaskLife):
             if report.state == "running":
                 if report.computing or report.progress:
                     self._began(task, slot)
+                elif task.run_name() not in self.began:
+                    # Still waiting for a core token when asked: it computes from later on.
+                    self.progress[task.id] = Progress(0, asked)
                 self._computed(task, slot, report.progress)
             elif report.state == "starting":
                 # Its start holds the attempt and writes the pid next; one that never does
@@ -70,7 +74,8 @@ class Polling(TaskLife):
                 if self.clock() - since > self.options.lease:
                     self._fail(task, slot, "its start never finished")
             elif report.state == "finished":
-                self._began(task, slot)  # it ended between two polls, maybe gated at the first
+                # It ended between two polls, maybe gated at the first: unseen.
+                self._began(task, slot, seen=False)
                 continue  # downloaded below
             elif task.id in self.adopted:
                 # Given up (or its runner died): after the restart it can be placed again,

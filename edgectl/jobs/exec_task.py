@@ -60,6 +60,7 @@ class TaskLife(TakingBack):
             return
         try:
             conn = await self.pool.connection(slot.node)
+            sent = time.time()
             nice = remote.NICE if attempt.nice is None else attempt.nice
             steps = str(self.options.start_wait_steps)
             argv = remote.sh(
@@ -104,28 +105,42 @@ class TaskLife(TakingBack):
             pid=int(pid) if pid.isdigit() else None,
             remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{name}",
         )
-        self.progress[task.id] = Progress(0, time.time())
         report = remote.parse_poll(
             result.stdout_text, [name], self.options.max_file, self.options.max_task_output
         )
-        if attempt.gate == 0 or report[name].state == "finished":
+        # A task that ended during the start's wait began no earlier than its launch: the
+        # reply less the steps waited (with none, the start's beginning, upload included:
+        # too long rather than too short). Timed from the reply, it would seem to take no
+        # time at all and give its node an absurd rate.
+        now = time.time()
+        finished = report[name].state == "finished"
+        waited = remote.start_waited(result.stdout_text)
+        launched = now - waited * remote.START_STEP_S if waited else sent
+        self.progress[task.id] = Progress(0, launched if finished else now)
+        if attempt.gate == 0 or finished:
             # No gate: computing now. Gated: it computes once a core token is free, which
             # a later poll tells (`gated` on the node).
-            self._began(task, slot)
+            self._began(task, slot, seen=not finished)
         if report[name].state == "finished":
             await self._finished(task, slot, report[name])
         else:
             slot.next_poll = min(slot.next_poll or math.inf, self.clock() + self.options.poll_min)
             slot.poll_interval = self.options.poll_min
 
-    def _began(self, task: Task, slot: NodeSlot) -> None:
-        """The task's attempt began computing: tell the scheduler, once per attempt."""
+    def _began(self, task: Task, slot: NodeSlot, seen: bool = True) -> None:
+        """The task's attempt began computing: tell the scheduler, once per attempt.
+
+        `seen`: it was seen computing, so its time per input counts from now. Otherwise it
+        began unseen (it ended between two polls, or during its start) and its time counts
+        from its mark: when it was last known not to compute, or its launch.
+        """
         name, keys = task.run_name(), self._inputs_of(task)
         if name in self.began or not keys:
             return
         self.began.add(name)
         now = time.time()
-        self.progress[task.id] = Progress(0, now)  # its time per input counts from here
+        if seen or task.id not in self.progress:
+            self.progress[task.id] = Progress(0, now)
         self.dispatcher.task_started(keys[0], slot.node.name, now)
 
     def _computed(self, task: Task, slot: NodeSlot, count: int) -> None:

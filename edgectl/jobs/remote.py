@@ -88,8 +88,22 @@ START = (
     # A short task is often done within a moment: wait up to $2 steps of 20 ms and
     # report it here, saving a poll round trip (no fractional sleep: no wait).
     + 'i=0; while [ ! -f status ] && [ "$i" -lt "$2" ] && sleep 0.02 2>/dev/null; do i=$((i+1)); done; '
+    # How many steps it waited: the runner was launched about that long before the reply.
+    + 'echo "waited=$i"; '
     + 'if [ -f status ]; then report "$1" "$d"; fi'
 )
+
+START_STEP_S = 0.02  # one wait step of START (`sleep 0.02`)
+
+
+def start_waited(output: str) -> int:
+    """The wait steps START reports (`waited=N`), 0 when it did not say."""
+    for line in output.splitlines():
+        if line.startswith("waited="):
+            count = line[len("waited=") :].strip()
+            return int(count) if count.isdigit() and len(count) < 7 else 0
+    return 0
+
 
 POLL = (
     _WORKDIR
