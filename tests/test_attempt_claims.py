@@ -240,7 +240,7 @@ def test_a_start_says_how_long_it_waited_for_a_quick_task(tmp_path: Path) -> Non
     took = time.monotonic() - begun
     assert started.returncode == 0, started.stderr
     out = started.stdout.decode()
-    waited = remote.start_waited(out)
+    waited = remote.start_number(out, "waited") or 0
     assert remote.parse_poll(out, [RUN], 1 << 20, 1 << 20)[RUN].state == "finished"
     # It waited (0.3 s of sleep), stopped when the status came, well before its 50 steps,
     # and each step took at least its 20 ms: the launch it implies is within the start.
@@ -253,7 +253,7 @@ def test_a_start_that_waited_its_steps_out_says_so(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
     pid = int(started.stdout.decode().split("pid=")[1].split()[0])
     try:
-        assert remote.start_waited(started.stdout.decode()) == 5
+        assert remote.start_number(started.stdout.decode(), "waited") == 5
         report = remote.parse_poll(started.stdout.decode(), [RUN], 1 << 20, 1 << 20)
         assert report[RUN].state != "finished"  # nothing said of it: a poll will tell
     finally:

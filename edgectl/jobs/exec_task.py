@@ -96,13 +96,10 @@ class TaskLife(TakingBack):
                 self._spawn(kill_task(self.pool, slot.node, name, self.options.op_timeout))
             self._fail(task, slot, f"upload or start failed: {why[0][:300]}")
             return
-        pid = next(
-            (line[4:] for line in result.stdout_text.splitlines() if line.startswith("pid=")), ""
-        )
         self._set(
             task,
             state=TaskState.RUNNING,
-            pid=int(pid) if pid.isdigit() else None,
+            pid=remote.start_number(result.stdout_text, "pid"),
             remote_dir=f"{slot.node.workdir}/{remote.TASKS_DIR}/{name}",
         )
         report = remote.parse_poll(
@@ -114,14 +111,14 @@ class TaskLife(TakingBack):
         # time at all and give its node an absurd rate.
         now = time.time()
         finished = report[name].state == "finished"
-        waited = remote.start_waited(result.stdout_text)
+        waited = remote.start_number(result.stdout_text, "waited")
         launched = now - waited * remote.START_STEP_S if waited else sent
         self.progress[task.id] = Progress(0, launched if finished else now)
         if attempt.gate == 0 or finished:
             # No gate: computing now. Gated: it computes once a core token is free, which
             # a later poll tells (`gated` on the node).
             self._began(task, slot, seen=not finished)
-        if report[name].state == "finished":
+        if finished:
             await self._finished(task, slot, report[name])
         else:
             slot.next_poll = min(slot.next_poll or math.inf, self.clock() + self.options.poll_min)

@@ -110,13 +110,12 @@ class Executor(Placing, Polling):
                     else:
                         # Every node that failed it (a copy's node too), as the scheduler
                         # counted them; else what its own attempts said.
-                        tried = "; ".join(
-                            f"{a.node}: {a.error}" for a in holder.attempts if a.error
-                        )
-                        failures = self.dispatcher.task_failures(key)
-                        self._set(
-                            holder, state=TaskState.FAILED, error=why if failures else tried or why
-                        )
+                        if not self.dispatcher.task_failures(key):
+                            tried = "; ".join(
+                                f"{a.node}: {a.error}" for a in holder.attempts if a.error
+                            )
+                            why = tried or why
+                        self._set(holder, state=TaskState.FAILED, error=why)
                         continue
                 stray.setdefault(why, []).append(item)
             for why, items in stray.items():

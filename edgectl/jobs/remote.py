@@ -96,13 +96,13 @@ START = (
 START_STEP_S = 0.02  # one wait step of START (`sleep 0.02`)
 
 
-def start_waited(output: str) -> int:
-    """The wait steps START reports (`waited=N`), 0 when it did not say."""
+def start_number(output: str, name: str) -> int | None:
+    """A number START prints as `name=N` (`pid`, `waited`), or None when it did not say."""
     for line in output.splitlines():
-        if line.startswith("waited="):
-            count = line[len("waited=") :].strip()
-            return int(count) if count.isdigit() and len(count) < 7 else 0
-    return 0
+        if line.startswith(f"{name}="):
+            value = line[len(name) + 1 :].strip()
+            return int(value) if value.isdigit() and len(value) < 10 else None
+    return None
 
 
 POLL = (
